@@ -1,0 +1,29 @@
+# The two commands a newcomer types: `make run` and `make test`.
+# Both install what is missing (ffmpeg from apt, a virtualenv in .venv with
+# streamproxy and its dependencies), then run.
+
+VENV ?= .venv
+PYTHON ?= python3
+CONFIG ?= config.yaml
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test ffmpeg bench
+
+run: ffmpeg $(VENV)/.installed
+	$(VENV)/bin/twistd -n streamproxy --config $(CONFIG)
+
+test: ffmpeg $(VENV)/.installed
+	$(VENV)/bin/trial tests
+
+bench: ffmpeg $(VENV)/.installed
+	for script in bench/*.py; do $(VENV)/bin/python $$script || exit 1; done
+
+ffmpeg:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg; }
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(wildcard streamproxy/*.py streamproxy/static/*) twisted/plugins/streamproxy_plugin.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q .
+	touch $@

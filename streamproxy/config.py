@@ -1,0 +1,235 @@
+"""
+Loading and validating ``config.yaml``.
+
+The keys are the Flask proxy's constants, lower-cased, as flat top-level keys,
+so a user of that script moves over by renaming.  Every problem is reported as
+one :class:`ConfigError` sentence naming the key and what is wrong with it.
+"""
+
+import difflib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, fields
+
+import yaml
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used; the message is one line for the user.
+    """
+
+
+def _default_segment_dir():
+    return os.path.join(tempfile.gettempdir(), "streamproxy")
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The validated settings of one daemon.  Defaults are the shipped defaults.
+    """
+
+    port: int = 9090
+    interface: str = "0.0.0.0"
+    db_path: str = "streams.db"
+    channels_dvr_url: str | None = None
+    quality_priority: tuple = ("1", "2", "3", "4", "5")
+    source_priority: tuple = ()
+    source_limits: dict = field(default_factory=dict)
+    target_video_bitrate: str = "5M"
+    target_audio_bitrate: str = "128k"
+    buffer_check_interval: float = 5
+    buffer_threshold: int = 3
+    stream_start_timeout: float = 15
+    inactivity_timeout: float = 30
+    ffprobe_timeout: float = 10
+    dvr_poll_interval: float = 30
+    hls_time: float = 6
+    hls_list_size: int = 3
+    segment_dir: str = field(default_factory=_default_segment_dir)
+    ffmpeg_path: str = "ffmpeg"
+    ffprobe_path: str = "ffprobe"
+    log_buffer_size: int = 500
+    admin_password: str | None = None
+
+
+KEYS = tuple(f.name for f in fields(Config))
+
+# Keys whose value is a number of seconds between or before events: zero or
+# less would make a loop spin or a timeout fire at once.
+_POSITIVE_SECONDS = (
+    "buffer_check_interval",
+    "stream_start_timeout",
+    "inactivity_timeout",
+    "ffprobe_timeout",
+    "dvr_poll_interval",
+    "hls_time",
+)
+_POSITIVE_COUNTS = ("buffer_threshold", "hls_list_size", "log_buffer_size")
+_STRINGS = ("interface", "target_video_bitrate", "target_audio_bitrate")
+_PATHS = ("db_path", "segment_dir")
+_EXECUTABLES = ("ffmpeg_path", "ffprobe_path")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_name(value):
+    if value is None:
+        return "nothing (null)"
+    return {
+        bool: "true/false",
+        int: "a whole number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_key(key, value, base_dir):
+    """
+    Validate and normalise one key's value, raising ConfigError naming the key.
+    """
+
+    def fail(what):
+        raise ConfigError(f"{key}: {what}")
+
+    if key == "port":
+        if not _is_whole(value) or not 0 <= value <= 65535:
+            fail(f"must be a whole number from 0 to 65535, not {value!r}")
+        return value
+    if key in _POSITIVE_SECONDS:
+        if not _is_number(value):
+            fail(f"must be a number of seconds, not {_type_name(value)} ({value!r})")
+        if value <= 0:
+            fail(f"must be more than 0 seconds, not {value!r}")
+        return value
+    if key in _POSITIVE_COUNTS:
+        if not _is_whole(value):
+            fail(f"must be a whole number, not {_type_name(value)} ({value!r})")
+        if value <= 0:
+            fail(f"must be at least 1, not {value!r}")
+        return value
+    if key in _STRINGS:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            fail(f"must be text, not {_type_name(value)}")
+        return value.strip()
+    if key in _PATHS:
+        if value is None and key == "segment_dir":
+            value = _default_segment_dir()
+        if not isinstance(value, str) or not value.strip():
+            fail(f"must be a path, not {_type_name(value)}")
+        path = os.path.expanduser(value.strip())
+        return os.path.normpath(os.path.join(base_dir, path))
+    if key in _EXECUTABLES:
+        if not isinstance(value, str) or not value.strip():
+            fail(f"must be the name or path of a program, not {_type_name(value)}")
+        found = shutil.which(os.path.expanduser(value.strip()))
+        if found is None:
+            fail(f"{value!r} was not found or is not executable (install it or give its full path)")
+        return found
+    if key == "channels_dvr_url":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            fail(f"must be an http:// URL such as http://192.168.1.20:8089/dvr, or null, not {value!r}")
+        return value.rstrip("/")
+    if key == "admin_password":
+        if value is None:
+            return None
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+            fail("must be text, or null for no password")
+        return str(value)
+    if key in ("quality_priority", "source_priority"):
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            fail(f"must be a list, not {_type_name(value)}")
+        for item in value:
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                fail(f"entries must be names, not {_type_name(item)} ({item!r})")
+        return tuple(str(item).strip() for item in value)
+    if key == "source_limits":
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            fail(f"must be a mapping of source name to a number of streams, not {_type_name(value)}")
+        limits = {}
+        for source, limit in value.items():
+            if not _is_whole(limit) or limit < 0:
+                raise ConfigError(
+                    f"source_limits.{source}: must be a whole number of streams "
+                    f"(0 or more), not {limit!r}"
+                )
+            limits[str(source).strip()] = limit
+        return limits
+    raise AssertionError(f"no check for key {key}")  # pragma: no cover
+
+
+def parse_config(data, base_dir=".", name="config"):
+    """
+    Build a :class:`Config` from the parsed YAML ``data``.
+
+    Relative paths are resolved against ``base_dir``; ``name`` is how errors
+    refer to the source (usually the file path).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: must be a mapping of settings (key: value), not {_type_name(data)}")
+    values = {}
+    for key, value in data.items():
+        if key not in KEYS:
+            close = difflib.get_close_matches(str(key), KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{name}: unknown key '{key}'{hint}")
+        values[key] = _check_key(key, value, base_dir)
+    for key in _PATHS + _EXECUTABLES:
+        # Defaults need the same resolution as given values.
+        if key not in values:
+            values[key] = _check_key(key, getattr(Config(), key), base_dir)
+    return Config(**values)
+
+
+def load_config(path):
+    """
+    Read and validate the YAML file at ``path``.
+
+    :raises ConfigError: naming the file or the key that is wrong.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration file: {e.strerror}")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: configuration file is not UTF-8 text")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}")
+    base_dir = os.path.dirname(os.path.abspath(path))
+    try:
+        return parse_config(data, base_dir=base_dir, name=path)
+    except ConfigError as e:
+        message = str(e)
+        if not message.startswith(f"{path}:"):
+            message = f"{path}: {message}"
+        raise ConfigError(message)

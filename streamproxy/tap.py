@@ -1,0 +1,73 @@
+"""
+``twistd streamproxy``: command-line options and the service tree.
+
+``makeService`` only wires objects together; nothing listens, opens the
+database or spawns a process until the application starts.
+"""
+
+import sys
+
+from twisted.application import service, strports
+from twisted.python import usage
+from twisted.web.server import Site
+
+from .channels import Ranking
+from .config import ConfigError, load_config
+from .store import ChannelStore, StoreError, prepare_database
+from .web import StreamProxyWeb
+
+
+class Options(usage.Options):
+    """
+    Options of ``twistd streamproxy``.
+    """
+
+    synopsis = "[--config PATH]"
+    longdesc = (
+        "Serve M3U playlists and HLS streams for Channels DVR from the "
+        "LiveStreams table of an SQLite database.  Every setting lives in "
+        "the configuration file (see the shipped config.yaml)."
+    )
+    optParameters = [
+        ["config", "c", "config.yaml", "Path of the YAML configuration file."],
+    ]
+
+    def postOptions(self):
+        """
+        Load and check the configuration and the database now, so a mistake
+        is reported on the terminal, as one line, before twistd daemonizes.
+        """
+        try:
+            self["settings"] = load_config(self["config"])
+            prepare_database(self["settings"].db_path)
+        except (ConfigError, StoreError) as e:
+            sys.stderr.write(f"streamproxy: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(1)
+
+
+def build_services(config, reactor=None):
+    """
+    The ``MultiService`` tree for ``config``; returns ``(root, parts)``
+    where ``parts`` names the pieces tests want to reach.
+    """
+    root = service.MultiService()
+    store = ChannelStore(config.db_path)
+    store.setServiceParent(root)
+    ranking = Ranking(config.source_priority, config.quality_priority)
+    web = StreamProxyWeb(config, store, ranking)
+    site = Site(web.resource())
+    site.displayTracebacks = False
+    interface = config.interface.replace(":", "\\:")
+    listener = strports.service(f"tcp:{config.port}:interface={interface}", site)
+    listener.setName("web")
+    listener.setServiceParent(root)
+    return root, {"store": store, "web": web, "site": site, "listener": listener}
+
+
+def makeService(options):
+    """
+    Build the daemon from parsed :class:`Options`.
+    """
+    root, _ = build_services(options["settings"])
+    return root
