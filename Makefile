@@ -13,7 +13,7 @@ run: ffmpeg $(VENV)/.installed
 	$(VENV)/bin/twistd -n streamproxy --config $(CONFIG)
 
 test: ffmpeg $(VENV)/.installed
-	$(VENV)/bin/trial tests
+	$(VENV)/bin/python -m twisted.trial tests
 
 bench: ffmpeg $(VENV)/.installed
 	for script in bench/*.py; do $(VENV)/bin/python $$script || exit 1; done

@@ -14,7 +14,7 @@ from .m3u_import import M3UError, import_entries, parse_m3u
 from .store import StoreError, prepare_database
 
 
-def _import_m3u(arguments):
+def _import_m3u(arguments, out):
     if arguments.db:
         db_path = arguments.db
     else:
@@ -43,14 +43,18 @@ def _import_m3u(arguments):
     print(
         f"{arguments.file}: {added} streams added, {updated} updated in {db_path} "
         f"(source {arguments.source!r}, quality {arguments.quality!r}, playlist {m3u!r}). "
-        f"Reload a running daemon with GET /refresh_db_cache."
+        f"Reload a running daemon with GET /refresh_db_cache.",
+        file=out,
     )
 
 
-def main(argv=None):
+def main(argv=None, out=None, err=None):
     """
-    Run the command line; returns the exit status.
+    Run the command line; returns the exit status.  ``out`` and ``err``
+    default to the process's standard output and error.
     """
+    out = out or sys.stdout
+    err = err or sys.stderr
     parser = argparse.ArgumentParser(prog="python -m streamproxy")
     commands = parser.add_subparsers(dest="command", required=True)
     importer = commands.add_parser(
@@ -66,9 +70,9 @@ def main(argv=None):
     importer.set_defaults(run=_import_m3u)
     arguments = parser.parse_args(argv)
     try:
-        arguments.run(arguments)
+        arguments.run(arguments, out)
     except (ConfigError, StoreError, M3UError) as e:
-        print(f"streamproxy: {e}", file=sys.stderr)
+        print(f"streamproxy: {e}", file=err)
         return 1
     return 0
 
