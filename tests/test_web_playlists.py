@@ -44,7 +44,7 @@ class PlaylistEndpointTests(TestCase):
                 candidate(3, "12", uniform_name='Twelve "Plus"', m3u="sports"),
             ]
         )
-        self.web = StreamProxyWeb(Config(), self.store, Ranking(("a", "b"), ()))
+        self.web = StreamProxyWeb(Config(), self.store, Ranking(("a", "b"), ()), channels=None)
         self.client = StubTreq(self.web.resource())
 
     @defer.inlineCallbacks
