@@ -13,6 +13,8 @@ from twisted.web.server import Site
 
 from .channels import Ranking
 from .config import ConfigError, load_config
+from .manager import ChannelManager
+from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
 from .web import StreamProxyWeb
 
@@ -55,14 +57,24 @@ def build_services(config, reactor=None):
     store = ChannelStore(config.db_path)
     store.setServiceParent(root)
     ranking = Ranking(config.source_priority, config.quality_priority)
-    web = StreamProxyWeb(config, store, ranking)
+    slots = SourceSlots(config.source_limits)
+    channels = ChannelManager(config, store, ranking, slots, reactor=reactor)
+    channels.setServiceParent(root)
+    web = StreamProxyWeb(config, store, ranking, channels)
     site = Site(web.resource())
     site.displayTracebacks = False
     interface = config.interface.replace(":", "\\:")
     listener = strports.service(f"tcp:{config.port}:interface={interface}", site)
     listener.setName("web")
     listener.setServiceParent(root)
-    return root, {"store": store, "web": web, "site": site, "listener": listener}
+    return root, {
+        "store": store,
+        "channels": channels,
+        "slots": slots,
+        "web": web,
+        "site": site,
+        "listener": listener,
+    }
 
 
 def makeService(options):

@@ -10,7 +10,11 @@ from klein import Klein
 from twisted.logger import Logger
 from werkzeug.routing import BaseConverter
 
+from twisted.web.static import File
+
+from .manager import UnknownChannel
 from .playlists import build_m3u
+from .session import ChannelUnavailable
 from .store import StoreError
 
 log = Logger()
@@ -18,6 +22,8 @@ log = Logger()
 M3U_TYPE = b"audio/x-mpegurl; charset=utf-8"
 JSON_TYPE = b"application/json"
 TEXT_TYPE = b"text/plain; charset=utf-8"
+HLS_TYPE = b"application/vnd.apple.mpegurl"
+SEGMENT_TYPE = "video/mp2t"
 
 # A Host header we are willing to echo into playlist URLs: a name or an
 # address with an optional port, nothing that could break out of a URL.
@@ -81,10 +87,11 @@ class StreamProxyWeb:
     app.url_map.converters["channel"] = ChannelIdConverter
     app.url_map.converters["segment"] = SegmentConverter
 
-    def __init__(self, config, store, ranking):
+    def __init__(self, config, store, ranking, channels):
         self._config = config
         self._store = store
         self._ranking = ranking
+        self._channels = channels
 
     def resource(self):
         """
@@ -96,6 +103,15 @@ class StreamProxyWeb:
     def _store_error(self, request, failure):
         log.error("{error}", error=failure.getErrorMessage())
         return _text(request, f"Database unavailable: {failure.getErrorMessage()}", 503)
+
+    @app.handle_errors(UnknownChannel)
+    def _unknown_channel(self, request, failure):
+        return _text(request, f"No channel {failure.value.args[0]}.", 404)
+
+    @app.handle_errors(ChannelUnavailable)
+    def _unavailable(self, request, failure):
+        request.setHeader(b"retry-after", b"10")
+        return _text(request, str(failure.value), 503)
 
     @app.route("/m3u/<string:name>.m3u", methods=["GET", "HEAD"])
     def m3u(self, request, name):
@@ -133,3 +149,52 @@ class StreamProxyWeb:
                 "playlists": sorted(catalog.playlists),
             },
         )
+
+    @app.route("/channel/<channel:channel_id>/stream.m3u8", methods=["GET", "HEAD"])
+    async def stream_playlist(self, request, channel_id):
+        """
+        The channel's live HLS playlist; the first request starts the
+        channel and is answered once the first segment is ready.
+        """
+        text = await self._channels.playlist(channel_id)
+        request.setHeader(b"content-type", HLS_TYPE)
+        request.setHeader(b"cache-control", b"no-cache")
+        return text.encode("ascii")
+
+    @app.route("/channel/<channel:channel_id>/<segment:name>", methods=["GET", "HEAD"])
+    def segment(self, request, channel_id, name):
+        """
+        One segment of a running channel, as video/mp2t.
+        """
+        path = self._channels.segment_path(channel_id, name)
+        if path is None:
+            return _text(request, f"No segment {name} on channel {channel_id}.", 404)
+        resource = File(path, defaultType=SEGMENT_TYPE)
+        # Twisted guesses types from /etc/mime.types, where .ts is a Qt
+        # translation file on Debian.
+        resource.contentTypes = {".ts": SEGMENT_TYPE}
+        resource.isLeaf = True
+        return resource
+
+    @app.route("/force_switch/<channel:channel_id>", methods=["GET", "POST"])
+    def force_switch(self, request, channel_id):
+        """
+        End the channel's current stream and move to the next candidate.
+        """
+        left = self._channels.force_switch(channel_id)
+        return _json(request, {"channel_id": channel_id, "switched_from": left})
+
+    @app.route("/stop/<channel:channel_id>", methods=["POST"])
+    async def stop(self, request, channel_id):
+        """
+        Stop a running channel and free its provider slot.
+        """
+        await self._channels.stop_channel(channel_id)
+        return _json(request, {"channel_id": channel_id, "stopped": True})
+
+    @app.route("/api/status", methods=["GET"])
+    def api_status(self, request):
+        """
+        Running channels, their streams and source slot usage, as JSON.
+        """
+        return _json(request, self._channels.status())

@@ -1,0 +1,244 @@
+"""
+Running ffmpeg: the command line (pure) and the process protocol that
+watches it.
+
+The protocol turns ffmpeg's output into facts the channel acts on: the input
+stream report (for validation and the copy-or-transcode decision), buffering
+events from stderr, progress from a pipe of its own (``-progress pipe:3``),
+and "a segment may be ready" nudges.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from . import media
+from .processes import ChildProtocol
+
+log = Logger()
+
+PROGRESS_FD = 3
+
+# Probing: ffmpeg's defaults read ~5 s of a live MPEG-TS before it starts;
+# these read about one second, enough to see the codecs of the first keyframe.
+PROBE_SIZE = 1_000_000
+ANALYZE_DURATION_US = 1_000_000
+
+# The first segment is cut at the first keyframe after this many seconds, so
+# a viewer gets video after about one keyframe interval instead of hls_time.
+HLS_INIT_TIME = 1
+
+# ffmpeg gives up on a read that blocks this long; our own stall watchdog
+# normally acts well before, this only bounds a child we forgot.
+READ_TIMEOUT_US = 15_000_000
+
+# How often ffmpeg reports progress, seconds.
+STATS_PERIOD = 0.5
+
+# Segments ffmpeg itself lists; the daemon keeps its own window and deletes
+# old files, this only needs to cover the time between two reads.
+FFMPEG_LIST_SIZE = 6
+
+
+def is_hls_url(url):
+    """
+    Whether ``url`` looks like an HLS playlist rather than a raw stream.
+    """
+    path = url.split("?", 1)[0].lower()
+    return path.endswith((".m3u8", ".m3u"))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """
+    How an attempt carries the media: copied as it is, or transcoded.
+    """
+
+    transcode_video: bool = False
+    transcode_audio: bool = False
+
+    @property
+    def label(self):
+        """
+        "copy", "transcode video", "transcode audio" or "transcode".
+        """
+        if self.transcode_video and self.transcode_audio:
+            return "transcode"
+        if self.transcode_video:
+            return "transcode video"
+        if self.transcode_audio:
+            return "transcode audio"
+        return "copy"
+
+
+def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
+    """
+    The argv that remuxes ``url`` into HLS segments ``folder/prefix_NNNNN.ts``
+    listed in ``folder/prefix.m3u8``.
+
+    ``settings`` is the daemon's :class:`streamproxy.config.Config`.
+    """
+    argv = [
+        settings.ffmpeg_path,
+        "-nostdin",
+        "-hide_banner",
+        # At "info" the HLS muxer announces each file it opens (the cue to
+        # read its new playlist) and the input's stream report appears;
+        # "repeat" keeps repeated messages from being collapsed.
+        "-loglevel",
+        "repeat+level+info",
+        "-probesize",
+        str(PROBE_SIZE),
+        "-analyzeduration",
+        str(ANALYZE_DURATION_US),
+        "-rw_timeout",
+        str(READ_TIMEOUT_US),
+        "-i",
+        url,
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a?",
+        "-sn",
+        "-dn",
+    ]
+    if encoding.transcode_video:
+        argv += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            settings.target_video_bitrate,
+            "-maxrate",
+            settings.target_video_bitrate,
+            "-bufsize",
+            settings.target_video_bitrate,
+            # A keyframe at every segment boundary.
+            "-force_key_frames",
+            f"expr:gte(t,n_forced*{settings.hls_time})",
+        ]
+    else:
+        argv += ["-c:v", "copy"]
+    if encoding.transcode_audio:
+        argv += ["-c:a", "aac", "-b:a", settings.target_audio_bitrate]
+    else:
+        argv += ["-c:a", "copy"]
+    argv += [
+        "-f",
+        "hls",
+        "-hls_time",
+        f"{settings.hls_time:g}",
+        "-hls_init_time",
+        f"{min(HLS_INIT_TIME, settings.hls_time):g}",
+        "-hls_list_size",
+        str(max(FFMPEG_LIST_SIZE, settings.hls_list_size)),
+        "-hls_flags",
+        "temp_file",
+        "-hls_segment_type",
+        "mpegts",
+        "-hls_segment_filename",
+        os.path.join(folder, f"{prefix}_%05d.ts"),
+        "-progress",
+        f"pipe:{PROGRESS_FD}",
+        "-stats_period",
+        str(STATS_PERIOD),
+        os.path.join(folder, f"{prefix}.m3u8"),
+    ]
+    return argv
+
+
+class FFmpegProcess(ChildProtocol):
+    """
+    One ffmpeg run for one attempt.
+
+    ``observer`` receives the protocol's findings through these methods:
+    ``ffmpeg_report(facts)`` once the input streams are known,
+    ``ffmpeg_event(event)`` for each classified stderr line,
+    ``ffmpeg_progress(progress)`` for each progress block,
+    ``ffmpeg_segment()`` when a new segment may have been completed, and
+    ``ffmpeg_ended(process)`` when the process has exited.
+    """
+
+    # Lines kept for the failure reason and the log viewer.
+    KEEP_LINES = 20
+
+    def __init__(self, observer, label):
+        super().__init__()
+        self.observer = observer
+        self.label = label
+        self.facts = None
+        self.last_progress = None
+        self.recent_lines = []
+        self.fatal_event = None
+        self._last_logged = None
+        self._lines = media.LineBuffer()
+        self._report = media.StreamReportParser()
+        self._progress = media.ProgressParser()
+
+    def childDataReceived(self, fd, data):
+        if fd == 2:
+            for line in self._lines.feed(data):
+                self._stderr_line(line)
+        elif fd == PROGRESS_FD:
+            for progress in self._progress.feed(data):
+                self.last_progress = progress
+                self.observer.ffmpeg_progress(progress)
+        # fd 1 (stdout) carries nothing we need; reading it keeps the pipe drained.
+
+    def _stderr_line(self, line):
+        if self.facts is None:
+            facts = self._report.feed_line(line)
+            if facts is not None:
+                self.facts = facts
+                self.observer.ffmpeg_report(facts)
+        event = media.classify_stderr_line(line)
+        if event is not None:
+            if event.kind is media.EventKind.SEGMENT_OPENED:
+                self.observer.ffmpeg_segment()
+                return
+            if event.fatal:
+                self.fatal_event = event
+            self.observer.ffmpeg_event(event)
+        level = _level(line)
+        if level in ("warning", "error", "fatal", "panic"):
+            masked = media.mask_url(line)
+            self.recent_lines.append(masked)
+            del self.recent_lines[: -self.KEEP_LINES]
+            if masked != self._last_logged:
+                self._last_logged = masked
+                log.info("ffmpeg {label}: {line}", label=self.label, line=masked)
+
+    def processEnded(self, reason):
+        for line in self._lines.flush():
+            self._stderr_line(line)
+        super().processEnded(reason)
+        self.observer.ffmpeg_ended(self)
+
+    def last_error(self):
+        """
+        Why ffmpeg gave up, as a short masked sentence (empty if unknown).
+        """
+        if self.fatal_event is not None:
+            return media.describe_event(self.fatal_event)
+        for line in reversed(self.recent_lines):
+            if _level(line) in ("error", "fatal", "panic"):
+                return _message(line)
+        return _message(self.recent_lines[-1]) if self.recent_lines else ""
+
+
+_LEVEL = re.compile(r"^(?:\[[^\]]* @ [^\]]*\] )?\[(\w+)\] ")
+
+
+def _level(line):
+    """
+    The ``[level]`` tag ffmpeg puts on a line with ``-loglevel level+...``.
+    """
+    match = _LEVEL.match(line)
+    return match.group(1) if match else None
+
+
+def _message(line):
+    return line.rsplit("] ", 1)[-1].strip()

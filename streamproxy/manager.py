@@ -1,0 +1,215 @@
+"""
+All running channels: starting them on the first request, sharing them
+between clients, checking their health, and stopping the unused ones.
+"""
+
+import os
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .processes import sweep_leftovers
+from .session import ChannelSession, ChannelUnavailable, FailureMemory
+
+log = Logger()
+
+# How long a failed candidate ranks after the others, seconds.
+FAILURE_PENALTY_SECONDS = 600.0
+
+# Most seconds between two inactivity checks.
+CLEANUP_INTERVAL_SECONDS = 5.0
+
+
+class UnknownChannel(KeyError):
+    """
+    No row of the table has this Channel-id (404).
+    """
+
+    def __str__(self):
+        return f"no channel {self.args[0]}"
+
+
+class ChannelManager(Service):
+    """
+    The running :class:`ChannelSession` of each tuned channel.
+
+    ``is_watched(channel_id)``, when given, tells whether Channels DVR
+    reports the channel as watched or recorded; such a channel is not
+    stopped for lack of requests.
+    """
+
+    name = "channels"
+
+    def __init__(self, settings, store, ranking, slots, reactor=None, is_watched=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.settings = settings
+        self.store = store
+        self.ranking = ranking
+        self.slots = slots
+        self.reactor = reactor
+        self.is_watched = is_watched or (lambda channel_id: False)
+        self.failures = FailureMemory(FAILURE_PENALTY_SECONDS)
+        self.sessions = {}
+        self.ended = []
+        self._sequence = 0
+        self._health = LoopingCall(self._check_health)
+        self._health.clock = reactor
+        self._cleanup = LoopingCall(self._stop_unused)
+        self._cleanup.clock = reactor
+
+    def startService(self):
+        """
+        Clear what an earlier run left behind, then start the periodic checks.
+        """
+        super().startService()
+        sweep_leftovers(self.settings.segment_dir)
+        self._health.start(self.settings.buffer_check_interval, now=False)
+        self._cleanup.start(
+            min(CLEANUP_INTERVAL_SECONDS, self.settings.inactivity_timeout / 2), now=False
+        )
+
+    def stopService(self):
+        """
+        Stop every channel; fires once every ffmpeg and ffprobe has exited
+        and every segment folder is gone.
+        """
+        super().stopService()
+        for loop in (self._health, self._cleanup):
+            if loop.running:
+                loop.stop()
+        return self.stop_all("the daemon is shutting down")
+
+    def stop_all(self, reason):
+        """
+        Stop every running channel.
+        """
+        stops = [session.stop(reason) for session in list(self.sessions.values())]
+        return defer.DeferredList(stops, consumeErrors=True)
+
+    def session(self, channel_id):
+        """
+        The running session of ``channel_id``, or None.
+        """
+        return self.sessions.get(channel_id)
+
+    def tune(self, channel_id):
+        """
+        The session for ``channel_id``, started if it is not running.
+
+        :raises UnknownChannel: when the table has no such channel.
+        """
+        session = self.sessions.get(channel_id)
+        if session is None:
+            candidates = self.store.catalog.channels.get(channel_id)
+            if not candidates:
+                raise UnknownChannel(channel_id)
+            self._sequence += 1
+            tag = _base36(int(self.reactor.seconds())) + _base36(self._sequence)
+            session = ChannelSession(
+                channel_id,
+                candidates,
+                settings=self.settings,
+                slots=self.slots,
+                ranking=self.ranking,
+                failures=self.failures,
+                reactor=self.reactor,
+                tag=f"s{tag}a",
+                on_finished=self._finished,
+            )
+            self.sessions[channel_id] = session
+            session.start()
+        session.touch()
+        return session
+
+    def playlist(self, channel_id):
+        """
+        A Deferred firing with the channel's live playlist text, starting
+        the channel when needed.
+        """
+        return self.tune(channel_id).wait_ready()
+
+    def segment_path(self, channel_id, name):
+        """
+        The file of a segment of a running channel, or None.
+        """
+        session = self.sessions.get(channel_id)
+        if session is None:
+            return None
+        session.touch()
+        return session.segment_path(name)
+
+    def force_switch(self, channel_id):
+        """
+        End the channel's current stream and move to the next candidate.
+
+        :raises UnknownChannel: when the channel is not running.
+        :return: the label of the candidate that was left, or None.
+        """
+        session = self.sessions.get(channel_id)
+        if session is None:
+            raise UnknownChannel(channel_id)
+        return session.force_switch()
+
+    def stop_channel(self, channel_id, reason="stopped by request"):
+        """
+        Stop one running channel; a Deferred that fires when it has.
+        """
+        session = self.sessions.get(channel_id)
+        if session is None:
+            raise UnknownChannel(channel_id)
+        return session.stop(reason)
+
+    def _finished(self, session):
+        if self.sessions.get(session.channel_id) is session:
+            del self.sessions[session.channel_id]
+        self.ended = (self.ended + [session.status()])[-20:]
+
+    def _check_health(self):
+        for session in list(self.sessions.values()):
+            try:
+                session.check()
+            except Exception:
+                log.failure("health check of channel {id}", id=session.channel_id)
+
+    def _stop_unused(self):
+        now = self.reactor.seconds()
+        timeout = self.settings.inactivity_timeout
+        for session in list(self.sessions.values()):
+            try:
+                idle = now - session.last_request
+                if idle < timeout or session.state in ("failed", "stopped"):
+                    continue
+                if self.is_watched(session.channel_id):
+                    continue
+                session.stop(f"no request for {idle:.0f} s and not watched in Channels DVR")
+            except Exception:
+                log.failure("inactivity check of channel {id}", id=session.channel_id)
+
+    def status(self):
+        """
+        The running channels and slot usage, for the status page and API.
+        """
+        return {
+            "channels": [s.status() for s in self.sessions.values()],
+            "sources": {
+                source: {"in_use": used, "limit": limit}
+                for source, (used, limit) in self.slots.usage(
+                    {c.source for c in self.store.catalog.candidates}
+                ).items()
+            },
+            "waiting_for_slot": self.slots.waiting(),
+            "recently_ended": list(self.ended),
+        }
+
+
+def _base36(number):
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, rest = divmod(number, 36)
+        text = digits[rest] + text
+        if not number:
+            return text
