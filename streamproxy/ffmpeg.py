@@ -217,6 +217,16 @@ class FFmpegProcess(ChildProtocol):
         super().processEnded(reason)
         self.observer.ffmpeg_ended(self)
 
+    def input_facts(self):
+        """
+        What ffmpeg reported about its input, even when it gave up before
+        the report was complete (None if it reported no input at all).
+        """
+        if self.facts is not None:
+            return self.facts
+        partial = self._report.facts
+        return partial if partial.has_video or partial.has_audio else None
+
     def last_error(self):
         """
         Why ffmpeg gave up, as a short masked sentence (empty if unknown).

@@ -619,6 +619,13 @@ class ChannelSession:
     def _on_ffmpeg_ended(self, attempt):
         if attempt is self.attempt and not attempt.ending:
             process = attempt.process
+            facts = process.input_facts()
+            verdict = media.judge(facts) if facts is not None else None
+            if verdict is not None:
+                # ffmpeg gave up on a stream it found unusable (an
+                # audio-only stream has no video to map): say what it found.
+                self._attempt_failed(attempt, verdict)
+                return
             detail = attempt.connection_reason or process.last_error() or "no output"
             code = process.exit_code if process.exit_code is not None else f"signal {process.exit_signal}"
             self._attempt_failed(attempt, f"ffmpeg exited ({code}): {detail}")
@@ -671,22 +678,26 @@ class ChannelSession:
         attempt.cancel_timers()
         if self.attempt is attempt:
             self.attempt = None
-        stops = []
         if attempt.process is not None:
-            stops.append(attempt.process.stop())
-        if attempt.probe is not None:
-            stops.append(attempt.probe.stop())
-        d = defer.DeferredList(stops, consumeErrors=True)
+            ffmpeg_stopped = attempt.process.stop()
+        else:
+            ffmpeg_stopped = defer.succeed(None)
 
         def exited(_):
+            # The slot belongs to ffmpeg's connection; a probe still
+            # running holds a slot of its own, given back when it ends.
             if not attempt.hand_over_slot:
                 attempt.slot.release()
             for name in os.listdir(self.folder) if os.path.isdir(self.folder) else ():
                 # ffmpeg's own playlist and unfinished files of this run.
-                if name.startswith(attempt.prefix) and (name.endswith((".m3u8", ".tmp"))):
+                if name.startswith(attempt.prefix) and name.endswith((".m3u8", ".tmp")):
                     _remove(os.path.join(self.folder, name))
 
-        d.addCallback(exited)
+        ffmpeg_stopped.addCallback(exited)
+        stops = [ffmpeg_stopped]
+        if attempt.probe is not None:
+            stops.append(attempt.probe.stop())
+        d = defer.DeferredList(stops, consumeErrors=True)
         self._endings.append(d)
         return d
 

@@ -48,7 +48,8 @@ class FakeProcess:
         if self.exited:
             raise error.ProcessExitedAlready()
         self.signals.append(name)
-        if self.reactor.obedient:
+        # KILL cannot be ignored; TERM only when the test says so.
+        if self.reactor.obedient or name == "KILL":
             self.exit(signal=15 if name == "TERM" else 9)
 
     def exit(self, code=0, signal=None):
