@@ -177,6 +177,12 @@ class Ranking:
     source_priority: tuple = ()
     quality_priority: tuple = ()
 
+    def __post_init__(self):
+        # Position lookups by dict: ranking runs for every channel of a
+        # 20,000-channel playlist.
+        object.__setattr__(self, "_sources", _positions(self.source_priority))
+        object.__setattr__(self, "_qualities", _positions(self.quality_priority))
+
     def key(self, candidate, penalised=frozenset()):
         """
         Sort key for one candidate; lower is better.
@@ -185,19 +191,30 @@ class Ranking:
         others; then source priority, then quality priority, unlisted values
         last.  Python's sort is stable, so ties keep table order.
         """
-        sources = self.source_priority
-        qualities = self.quality_priority
-        source_rank = sources.index(candidate.source) if candidate.source in sources else len(sources)
-        quality_rank = (
-            qualities.index(candidate.quality) if candidate.quality in qualities else len(qualities)
-        )
+        source_rank = self._sources.get(candidate.source, len(self.source_priority))
+        quality_rank = self._qualities.get(candidate.quality, len(self.quality_priority))
         return (candidate.rowid in penalised, source_rank, quality_rank, health_rank(candidate))
 
     def rank(self, candidates, penalised=frozenset()):
         """
         The candidates best first.
         """
+        if not penalised:
+            return sorted(candidates, key=self.key)
         return sorted(candidates, key=lambda c: self.key(c, penalised))
+
+
+def _positions(names):
+    """
+    ``{name: position}``, the first position where a name is listed twice.
+    """
+    positions = {}
+    for index, name in enumerate(names):
+        positions.setdefault(name, index)
+    return positions
+
+
+_STATUS_RANK = {"online": 0, "buffering": 1, "": 2, "unknown": 2, "offline": 3}
 
 
 def health_rank(candidate):
@@ -206,9 +223,7 @@ def health_rank(candidate):
     that has been failing: last known status first, then the share of time it
     was seen down.  Streams never checked sit between the two.
     """
-    status_rank = {"online": 0, "buffering": 1, "": 2, "unknown": 2, "offline": 3}.get(
-        candidate.status, 2
-    )
+    status_rank = _STATUS_RANK.get(candidate.status, 2)
     seen = candidate.uptime + candidate.downtime
     down_share = candidate.downtime / seen if seen else 0.5
     return (status_rank, round(down_share, 2))

@@ -24,8 +24,8 @@ def clean(value):
     return value
 
 
-def _first(candidates, attribute):
-    for candidate in candidates:
+def _first(ranked, attribute):
+    for candidate in ranked:
         value = getattr(candidate, attribute)
         if value:
             return value
@@ -40,20 +40,25 @@ def entry_lines(channel_id, ranked, base_url):
     Metadata comes from the best candidate, falling back to the next one
     that has a value, so one row with a missing logo does not hide another's.
     """
-    name = clean(_first(ranked, "uniform_name") or _first(ranked, "name")) or f"Channel {channel_id}"
-    guide_id = clean(_first(ranked, "guide_id"))
-    attributes = [
-        ("channel-id", channel_id),
-        ("channel-number", channel_id),
-        ("tvg-id", guide_id),
-        ("tvg-name", clean(_first(ranked, "guide_name")) or name),
-        ("tvg-logo", clean(_first(ranked, "logo"))),
-        ("group-title", clean(_first(ranked, "group"))),
-    ]
+    best = ranked[0]
+    name = clean(best.uniform_name or _first(ranked, "uniform_name") or best.name or _first(ranked, "name"))
+    name = name or f"Channel {channel_id}"
+    guide_id = clean(best.guide_id or _first(ranked, "guide_id"))
+    guide_name = clean(best.guide_name or _first(ranked, "guide_name")) or name
+    logo = clean(best.logo or _first(ranked, "logo"))
+    group = clean(best.group or _first(ranked, "group"))
+    parts = [f'#EXTINF:-1 channel-id="{channel_id}" channel-number="{channel_id}"']
+    if guide_id:
+        parts.append(f' tvg-id="{guide_id}"')
+    parts.append(f' tvg-name="{guide_name}"')
+    if logo:
+        parts.append(f' tvg-logo="{logo}"')
+    if group:
+        parts.append(f' group-title="{group}"')
     if guide_id.isdigit():
-        attributes.append(("tvc-guide-stationid", guide_id))
-    rendered = " ".join(f'{key}="{value}"' for key, value in attributes if value)
-    return f"#EXTINF:-1 {rendered},{name}\n{base_url}/channel/{channel_id}/stream.m3u8\n"
+        parts.append(f' tvc-guide-stationid="{guide_id}"')
+    parts.append(f",{name}\n{base_url}/channel/{channel_id}/stream.m3u8\n")
+    return "".join(parts)
 
 
 def build_m3u(channels, ranking, base_url):
@@ -67,3 +72,33 @@ def build_m3u(channels, ranking, base_url):
         ranked = ranking.rank(candidates) if len(candidates) > 1 else candidates
         parts.append(entry_lines(channel_id, ranked, base_url))
     return "".join(parts)
+
+
+# Stands for the base URL in a cached playlist; cannot occur in cleaned text.
+_BASE = "\x00"
+
+
+class PlaylistCache:
+    """
+    Built playlists of the current catalog, so that Channels DVR's
+    periodic reloads of a big playlist cost a string substitution, not a
+    rebuild.  A new catalog (a refresh) empties it.
+    """
+
+    def __init__(self, ranking):
+        self._ranking = ranking
+        self._catalog = None
+        self._texts = {}
+
+    def get(self, catalog, name, channels, base_url):
+        """
+        The text of playlist ``name`` (whose ``channels`` come from
+        ``catalog``) with stream URLs under ``base_url``.
+        """
+        if catalog is not self._catalog:
+            self._catalog = catalog
+            self._texts = {}
+        template = self._texts.get(name)
+        if template is None:
+            template = self._texts[name] = build_m3u(channels, self._ranking, _BASE)
+        return template.replace(_BASE, base_url)

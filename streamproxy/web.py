@@ -13,7 +13,7 @@ from werkzeug.routing import BaseConverter
 from twisted.web.static import File
 
 from .manager import UnknownChannel
-from .playlists import build_m3u
+from .playlists import PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
 
@@ -92,6 +92,7 @@ class StreamProxyWeb:
         self._store = store
         self._ranking = ranking
         self._channels = channels
+        self._playlists = PlaylistCache(ranking)
 
     def resource(self):
         """
@@ -118,12 +119,13 @@ class StreamProxyWeb:
         """
         The channels of one playlist, as Channels DVR reads custom channels.
         """
-        channels = self._store.catalog.find_playlist(name)
+        catalog = self._store.catalog
+        channels = catalog.find_playlist(name)
         if channels is None:
             return _text(request, f"No playlist named {name!r}.", 404)
         request.setHeader(b"content-type", M3U_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
-        return build_m3u(channels, self._ranking, base_url(request)).encode("utf-8")
+        return self._playlists.get(catalog, name, channels, base_url(request)).encode("utf-8")
 
     @app.route("/m3u/", methods=["GET", "HEAD"])
     def m3u_index(self, request):
