@@ -226,7 +226,7 @@ def health_rank(candidate):
     status_rank = _STATUS_RANK.get(candidate.status, 2)
     seen = candidate.uptime + candidate.downtime
     down_share = candidate.downtime / seen if seen else 0.5
-    return (status_rank, round(down_share, 2))
+    return (status_rank, down_share)
 
 
 @dataclass

@@ -7,6 +7,7 @@ Pure functions over :class:`streamproxy.channels.Candidate` values.
 import re
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f",]+')
+_BREAKING = re.compile(r"[\x00-\x1f\x7f,]+")
 _SPACES = re.compile(r"\s{2,}")
 
 
@@ -16,12 +17,10 @@ def clean(value):
     quotes become apostrophes, and commas and control characters (which
     some M3U readers split lines on) become spaces.
     """
-    if not value:
-        return ""
-    value = value.replace('"', "'")
-    if _UNSAFE.search(value):
-        value = _SPACES.sub(" ", _UNSAFE.sub(" ", value)).strip()
-    return value
+    if not value or not _UNSAFE.search(value):
+        return value or ""
+    value = _BREAKING.sub(" ", value.replace('"', "'"))
+    return _SPACES.sub(" ", value).strip()
 
 
 def _first(ranked, attribute):
