@@ -9,14 +9,13 @@ import sys
 
 from twisted.application import service, strports
 from twisted.python import usage
-from twisted.web.server import Site
 
 from .channels import Ranking
 from .config import ConfigError, load_config
 from .manager import ChannelManager
 from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
-from .web import StreamProxyWeb
+from .web import ProxySite, StreamProxyWeb
 
 
 class Options(usage.Options):
@@ -61,8 +60,7 @@ def build_services(config, reactor=None):
     channels = ChannelManager(config, store, ranking, slots, reactor=reactor)
     channels.setServiceParent(root)
     web = StreamProxyWeb(config, store, ranking, channels)
-    site = Site(web.resource())
-    site.displayTracebacks = False
+    site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
     listener = strports.service(f"tcp:{config.port}:interface={interface}", site)
     listener.setName("web")

@@ -10,6 +10,7 @@ from klein import Klein
 from twisted.logger import Logger
 from werkzeug.routing import BaseConverter
 
+from twisted.web.server import Site
 from twisted.web.static import File
 
 from .manager import UnknownChannel
@@ -75,6 +76,21 @@ def _text(request, text, code=200):
     request.setResponseCode(code)
     request.setHeader(b"content-type", TEXT_TYPE)
     return (text.rstrip("\n") + "\n").encode("utf-8")
+
+
+class ProxySite(Site):
+    """
+    The HTTP site.  Successful playlist and segment requests, several a
+    second per viewer, are left out of the access log: they drown what
+    matters in it and cost more than serving them.  Errors are logged.
+    """
+
+    displayTracebacks = False
+
+    def log(self, request):
+        if request.code < 400 and request.uri.startswith(b"/channel/"):
+            return
+        super().log(request)
 
 
 class StreamProxyWeb:
