@@ -18,6 +18,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import TestCase
 
 from streamproxy.__main__ import main as cli_main
+from streamproxy.processes import find_leftovers
 
 from .helpers import make_database, row
 
@@ -159,6 +160,49 @@ class DaemonTests(TestCase):
         # twistd shuts down cleanly, then dies of the signal it received.
         self.assertIn(status, [(0, None), (None, signal.SIGTERM)], collector.output)
         self.assertIn(b"Server Shut Down", collector.output)
+
+    @defer.inlineCallbacks
+    def test_no_child_outlives_a_hard_kill(self):
+        """
+        When the daemon is killed with SIGKILL while a channel plays, its
+        ffmpeg dies with it (parent-death signal) instead of running on,
+        holding the provider's connection.
+        """
+        from .upstream import Upstream
+
+        upstream = Upstream()
+        upstream.add_stream("a", burst=1.0)
+        upstream.start(reactor)
+        self.addCleanup(upstream.stop)
+        port = free_port()
+        segments = os.path.abspath(self.mktemp())
+        folder, path = self.config_file(
+            f"port: {port}\ninterface: 127.0.0.1\ndb_path: channels.db\nsegment_dir: {segments}\n"
+        )
+        make_database(os.path.join(folder, "channels.db"), [row(4, upstream.live_url("a"))])
+        collector = Collector()
+        process = reactor.spawnProcess(
+            collector,
+            sys.executable,
+            [sys.executable] + TWISTD + ["-n", "--pidfile=", "streamproxy", "--config", path],
+            env=child_env(),
+            path=folder,
+        )
+        self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
+        yield wait_for_http(f"http://127.0.0.1:{port}/m3u/")
+        response = yield treq.get(
+            f"http://127.0.0.1:{port}/channel/4/stream.m3u8", timeout=20, persistent=False
+        )
+        self.assertEqual(response.code, 200)
+        yield response.text()
+        children = find_leftovers(segments)
+        self.assertTrue(children)
+        process.signalProcess("KILL")
+        yield collector.ended
+        deadline = reactor.seconds() + 5
+        while find_leftovers(segments) and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(find_leftovers(segments), [])
 
     @defer.inlineCallbacks
     def test_new_database_is_created_from_the_default_config(self):
