@@ -33,6 +33,9 @@ STALL_SECONDS_HLS = 12.0
 # health checks is a buffering event.
 SLOW_RATE = 0.8
 
+# Shortest span of progress reports a rate is measured over, seconds.
+MIN_RATE_WINDOW_SECONDS = 2.0
+
 # Buffering events older than this no longer count towards buffer_threshold.
 BUFFER_WINDOW_SECONDS = 60.0
 
@@ -121,6 +124,7 @@ class Attempt:
         self.buffer_events = []
         self.out_time_us = None
         self.last_advance = self.started_at
+        self.progress_at = None
         self.checked_at = None
         self.checked_out_time = None
         self.connection_reason = None
@@ -198,7 +202,7 @@ class ChannelSession:
     """
 
     def __init__(self, channel_id, candidates, *, settings, slots, ranking, failures,
-                 reactor, tag, on_finished=None):
+                 reactor, tag, on_finished=None, health=None):
         self.channel_id = channel_id
         self.candidates = tuple(candidates)
         self.settings = settings
@@ -208,6 +212,9 @@ class ChannelSession:
         self.reactor = reactor
         self.tag = tag
         self.on_finished = on_finished
+        # Told of each stream's validation, start, buffering, failure and
+        # stop (streamproxy.health.HealthRecorder), when given.
+        self.health = health
         self.folder = os.path.join(settings.segment_dir, f"ch{channel_id}")
         self.playlist = LivePlaylist(settings.hls_time, settings.hls_list_size)
         self.state = "starting"
@@ -476,13 +483,17 @@ class ChannelSession:
         if attempt.validated:
             return
         attempt.validated = True
+        self._report("stream_validated", attempt.candidate)
         self._read_segments(attempt)
 
     def _on_event(self, attempt, event):
         if attempt is not self.attempt:
             return
         if event.kind in (media.EventKind.HTTP_ERROR, media.EventKind.CONNECTION_FAILED):
-            attempt.connection_reason = media.describe_event(event)
+            # ffmpeg follows "HTTP error 500 ..." with a vaguer "5XX Server
+            # Error reply": the first report is the telling one.
+            if attempt.connection_reason is None:
+                attempt.connection_reason = media.describe_event(event)
         elif event.kind in media.BUFFERING_KINDS and attempt.live:
             self._buffer_event(attempt, media.describe_event(event))
 
@@ -492,6 +503,7 @@ class ChannelSession:
             (when, why) for when, why in attempt.buffer_events if now - when <= BUFFER_WINDOW_SECONDS
         ]
         attempt.buffer_events.append((now, reason))
+        self._report("stream_buffering", attempt.candidate)
         log.info(
             "{prefix}: buffering on {candidate}: {reason} ({count}/{threshold})",
             prefix=self._log_prefix(),
@@ -504,9 +516,11 @@ class ChannelSession:
     def _on_progress(self, attempt, progress):
         if attempt is not self.attempt or progress.out_time_us is None:
             return
+        now = self.reactor.seconds()
+        attempt.progress_at = now
         if attempt.out_time_us is None or progress.out_time_us > attempt.out_time_us:
             attempt.out_time_us = progress.out_time_us
-            attempt.last_advance = self.reactor.seconds()
+            attempt.last_advance = now
             if attempt.stall_timer is not None and attempt.stall_timer.active():
                 attempt.stall_timer.reset(self._stall_seconds(attempt))
 
@@ -518,7 +532,10 @@ class ChannelSession:
         self._attempt_failed(attempt, f"stalled: no new media for {seconds:.0f} s")
 
     def _schedule_read(self, attempt):
-        # Several cues can arrive in one burst of output; read once.
+        # Several cues can arrive in one burst of output; read once.  An
+        # ending ffmpeg still announces its last files: nothing to read then.
+        if attempt is not self.attempt or attempt.ending:
+            return
         if not attempt.read_pending:
             attempt.read_pending = True
             attempt.timers.append(
@@ -554,8 +571,6 @@ class ChannelSession:
     def _went_live(self, attempt):
         now = self.reactor.seconds()
         attempt.first_segment_at = now
-        attempt.checked_at = now
-        attempt.checked_out_time = attempt.out_time_us
         for call in attempt.timers:
             if call.active():
                 call.cancel()
@@ -564,6 +579,7 @@ class ChannelSession:
             self._stall_seconds(attempt), self._on_stall, attempt
         )
         self.round_had_media = True
+        self._report("stream_started", attempt.candidate)
         previous = self.state
         self.state = "live"
         took = now - (self.failovers[-1]["at"] if previous == "switching" and self.failovers else self.started_at)
@@ -588,15 +604,17 @@ class ChannelSession:
         if attempt is None or not attempt.live or attempt.ending:
             return
         now = self.reactor.seconds()
-        if attempt.checked_at is not None and attempt.out_time_us is not None:
-            elapsed = now - attempt.checked_at
-            advanced = (attempt.out_time_us - (attempt.checked_out_time or 0)) / 1e6
-            if elapsed > 0 and attempt.checked_out_time is not None:
-                rate = advanced / elapsed
-                if rate < SLOW_RATE:
-                    self._buffer_event(attempt, f"output at {rate:.2f}x real time")
-        attempt.checked_at = now
-        attempt.checked_out_time = attempt.out_time_us
+        # The rate is measured between progress reports (ffmpeg sends one
+        # every half second or so), not between checks, which would read a
+        # healthy stream as slow whenever a report is late.
+        if attempt.checked_at is None or attempt.checked_out_time is None:
+            attempt.checked_at, attempt.checked_out_time = attempt.progress_at, attempt.out_time_us
+        elif attempt.progress_at is not None and attempt.progress_at - attempt.checked_at >= MIN_RATE_WINDOW_SECONDS:
+            elapsed = attempt.progress_at - attempt.checked_at
+            rate = (attempt.out_time_us - attempt.checked_out_time) / 1e6 / elapsed
+            if rate < SLOW_RATE:
+                self._buffer_event(attempt, f"output at {rate:.2f}x real time")
+            attempt.checked_at, attempt.checked_out_time = attempt.progress_at, attempt.out_time_us
         recent = [e for e in attempt.buffer_events if now - e[0] <= BUFFER_WINDOW_SECONDS]
         if len(recent) >= self.settings.buffer_threshold:
             reasons = ", ".join(sorted({why for _, why in recent}))
@@ -626,7 +644,9 @@ class ChannelSession:
                 # audio-only stream has no video to map): say what it found.
                 self._attempt_failed(attempt, verdict)
                 return
-            detail = attempt.connection_reason or process.last_error() or "no output"
+            detail = attempt.connection_reason or process.last_error()
+            if not detail:
+                detail = "the upstream ended the stream" if attempt.live else "no output"
             code = process.exit_code if process.exit_code is not None else f"signal {process.exit_signal}"
             self._attempt_failed(attempt, f"ffmpeg exited ({code}): {detail}")
 
@@ -643,6 +663,10 @@ class ChannelSession:
         )
         if penalise:
             self.failures.record(candidate.rowid, now, reason)
+            since = attempt.last_advance if attempt.live else attempt.started_at
+            self._report("stream_failed", candidate, reason, now - since)
+        elif attempt.live:
+            self._report("stream_stopped", candidate, now - attempt.first_segment_at)
         self.tried[candidate.rowid] = (candidate.label, reason)
         if attempt.live or self.state == "switching":
             self.failovers.append({"at": now, "from": candidate.label, "reason": reason})
@@ -688,9 +712,11 @@ class ChannelSession:
             # running holds a slot of its own, given back when it ends.
             if not attempt.hand_over_slot:
                 attempt.slot.release()
+            # ffmpeg's own playlist, unfinished files, and the segment it
+            # completed on its way out, none of which the viewer will see.
+            published = set(self.playlist.names())
             for name in os.listdir(self.folder) if os.path.isdir(self.folder) else ():
-                # ffmpeg's own playlist and unfinished files of this run.
-                if name.startswith(attempt.prefix) and name.endswith((".m3u8", ".tmp")):
+                if name.startswith(attempt.prefix) and name not in published:
                     _remove(os.path.join(self.folder, name))
 
         ffmpeg_stopped.addCallback(exited)
@@ -732,6 +758,15 @@ class ChannelSession:
             self._shut(ChannelUnavailable(f"channel {self.channel_id} stopped: {reason}"))
         return self._finished_copy()
 
+    def _report(self, event, *args):
+        # Health bookkeeping must never disturb the stream.
+        if self.health is None:
+            return
+        try:
+            getattr(self.health, event)(*args)
+        except Exception:
+            log.failure("{prefix}: recording {event}", prefix=self._log_prefix(), event=event)
+
     def _finished_copy(self):
         d = defer.Deferred()
         self.finished.addBoth(lambda r: (d.callback(None), r)[1])
@@ -746,6 +781,12 @@ class ChannelSession:
                 call.cancel()
         self._deletions = []
         if self.attempt is not None:
+            if self.attempt.live and not self.attempt.ending:
+                self._report(
+                    "stream_stopped",
+                    self.attempt.candidate,
+                    self.reactor.seconds() - self.attempt.first_segment_at,
+                )
             self._end_attempt(self.attempt)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
@@ -777,6 +818,9 @@ class ChannelSession:
             "requests": self.requests,
             "current": self.attempt.status(now) if self.attempt else None,
             "failovers": len(self.failovers),
+            "tried": [
+                {"candidate": label, "reason": reason} for label, reason in self.tried.values()
+            ],
             "last_failover": self.failovers[-1] if self.failovers else None,
             "segments": len(self.playlist),
             "media_sequence": self.playlist.media_sequence,
