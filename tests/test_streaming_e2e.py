@@ -14,6 +14,7 @@ import os
 import treq
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from streamproxy.config import parse_config
@@ -224,10 +225,6 @@ class StreamingTestCase(TestCase):
         """
         if self.root.running:
             yield self.root.stopService()
-            # A cue ffmpeg prints while it exits can leave a 50 ms read timer
-            # behind (see test_shutdown_with_streams_running); let it run rather than fail every
-            # test on a dirty reactor.
-            yield sleep(0.2)
         leftovers = find_leftovers(self.segment_dir)
         for pid in leftovers:
             try:
@@ -948,3 +945,42 @@ class PathSafetyTests(StreamingTestCase):
             self.assertEqual(status, 404, (path, body))
             self.assertNotIn(b"root:", body)
             self.assertNotIn(b"#EXTM3U", body)
+
+
+class InputKindTests(StreamingTestCase):
+    """
+    Upstreams other than a copyable MPEG-TS stream.
+    """
+
+    @defer.inlineCallbacks
+    def test_mpeg2_video_is_transcoded(self):
+        """
+        A stream whose video HLS cannot carry (MPEG-2) is restarted with
+        H.264 transcoding on the same slot, and its segments hold H.264.
+        """
+        self.add("m", media="mpeg2")
+        yield self.serve([row(1, self.live("m"), source="prov_m")], source_limits={"prov_m": 1})
+        yield self.tune(1, timeout=30)
+        status = yield self.channel_status("1")
+        self.assertEqual(status["current"]["encoding"], "transcode video")
+        self.assertEqual(self.upstream.streams["m"].open, 1)
+        session = self.channels.session("1")
+        path = session.segment_path(session.playlist.names()[0])
+        out, err, code = yield getProcessOutputAndValue(
+            "/usr/bin/ffprobe",
+            ["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", path],
+        )
+        self.assertIn(b"h264", out)
+        self.assertNotIn(b"mpeg2video", out)
+
+    @defer.inlineCallbacks
+    def test_hls_upstream(self):
+        """
+        An HLS upstream (a live .m3u8) is played like a TS one.
+        """
+        self.add("h")
+        yield self.serve([row(1, self.upstream.hls_url("h"), source="prov_h")])
+        text = yield self.tune(1, timeout=30)
+        self.assertIn("#EXTINF", text)
+        status = yield self.channel_status("1")
+        self.assertEqual(status["current"]["video"], "h264")
