@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .dvr import OFF, idle_decision
 from .processes import sweep_leftovers
 from .session import ChannelSession, ChannelUnavailable, FailureMemory
 
@@ -20,6 +21,14 @@ FAILURE_PENALTY_SECONDS = 600.0
 
 # Most seconds between two inactivity checks.
 CLEANUP_INTERVAL_SECONDS = 5.0
+
+# When a tune waits for a full source, a running stream of that source is
+# stopped early for it if nobody requested it for this many target
+# durations (hls_time; a player asks for the playlist about once per
+# target duration), and at least TAKEOVER_MIN_IDLE_SECONDS, and Channels
+# DVR does not report it watched or recorded.
+TAKEOVER_IDLE_TARGETS = 2
+TAKEOVER_MIN_IDLE_SECONDS = 8.0
 
 
 class UnknownChannel(KeyError):
@@ -37,12 +46,17 @@ class ChannelManager(Service):
 
     ``is_watched(channel_id)``, when given, tells whether Channels DVR
     reports the channel as watched or recorded; such a channel is not
-    stopped for lack of requests.
+    stopped for lack of requests.  ``dvr``, when given, is the
+    :class:`~streamproxy.dvr.DVRTracker` (its ``is_watched`` is used when
+    ``is_watched`` is not given; its state words stop reasons and its
+    status goes to the status page).  ``health`` is told of every stream's
+    fate (:class:`~streamproxy.health.HealthRecorder`).
     """
 
     name = "channels"
 
-    def __init__(self, settings, store, ranking, slots, reactor=None, is_watched=None):
+    def __init__(self, settings, store, ranking, slots, reactor=None, is_watched=None,
+                 dvr=None, health=None):
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
@@ -50,7 +64,13 @@ class ChannelManager(Service):
         self.ranking = ranking
         self.slots = slots
         self.reactor = reactor
+        if is_watched is None and dvr is not None:
+            is_watched = dvr.is_watched
         self.is_watched = is_watched or (lambda channel_id: False)
+        self.dvr = dvr
+        self.health = health
+        if slots.on_shortage is None:
+            slots.on_shortage = self._shortage
         self.failures = FailureMemory(FAILURE_PENALTY_SECONDS)
         self.sessions = {}
         self.ended = []
@@ -118,6 +138,7 @@ class ChannelManager(Service):
                 reactor=self.reactor,
                 tag=f"s{tag}a",
                 on_finished=self._finished,
+                health=self.health,
             )
             self.sessions[channel_id] = session
             session.start()
@@ -179,14 +200,59 @@ class ChannelManager(Service):
         timeout = self.settings.inactivity_timeout
         for session in list(self.sessions.values()):
             try:
-                idle = now - session.last_request
-                if idle < timeout or session.state in ("failed", "stopped"):
+                if session.state in ("failed", "stopped"):
                     continue
-                if self.is_watched(session.channel_id):
-                    continue
-                session.stop(f"no request for {idle:.0f} s and not watched in Channels DVR")
+                stop, reason = idle_decision(
+                    now - session.last_request,
+                    timeout,
+                    self._dvr_state(),
+                    self.is_watched(session.channel_id),
+                )
+                if stop:
+                    session.stop(reason)
             except Exception:
                 log.failure("inactivity check of channel {id}", id=session.channel_id)
+
+    def _dvr_state(self):
+        return self.dvr.current_state() if self.dvr is not None else OFF
+
+    def _shortage(self, sources):
+        # Called from inside SourceSlots.wait_for_room: act once the waiting
+        # tune has finished registering.
+        self.reactor.callLater(0, self._make_room, frozenset(sources))
+
+    def _make_room(self, sources):
+        """
+        Stop the idlest running stream on one of ``sources`` that nobody
+        requested for the takeover time and Channels DVR does not report
+        active, so a tune waiting for that source gets its slot.
+        """
+        if not self.slots.waiting():
+            return
+        threshold = min(
+            self.settings.inactivity_timeout,
+            max(TAKEOVER_MIN_IDLE_SECONDS, TAKEOVER_IDLE_TARGETS * self.settings.hls_time),
+        )
+        now = self.reactor.seconds()
+        best = None
+        for session in list(self.sessions.values()):
+            try:
+                attempt = session.attempt
+                if session.state in ("failed", "stopped") or attempt is None or attempt.ending:
+                    continue
+                if attempt.candidate.source not in sources:
+                    continue
+                idle = now - session.last_request
+                stop, reason = idle_decision(
+                    idle, threshold, self._dvr_state(), self.is_watched(session.channel_id)
+                )
+                if stop and (best is None or idle > best[0]):
+                    best = (idle, session, reason, attempt.candidate.source)
+            except Exception:
+                log.failure("slot takeover check of channel {id}", id=session.channel_id)
+        if best is not None:
+            _, session, reason, source = best
+            session.stop(f"{reason}; its {source} slot goes to a channel waiting for it")
 
     def status(self):
         """
@@ -201,6 +267,7 @@ class ChannelManager(Service):
                 ).items()
             },
             "waiting_for_slot": self.slots.waiting(),
+            "channels_dvr": self.dvr.status() if self.dvr is not None else {"state": OFF},
             "recently_ended": list(self.ended),
         }
 

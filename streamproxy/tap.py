@@ -12,6 +12,8 @@ from twisted.python import usage
 
 from .channels import Ranking
 from .config import ConfigError, load_config
+from .dvr import DVRTracker
+from .health import HealthRecorder
 from .manager import ChannelManager
 from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
@@ -52,12 +54,24 @@ def build_services(config, reactor=None):
     The ``MultiService`` tree for ``config``; returns ``(root, parts)``
     where ``parts`` names the pieces tests want to reach.
     """
+    if reactor is None:
+        from twisted.internet import reactor
     root = service.MultiService()
     store = ChannelStore(config.db_path)
     store.setServiceParent(root)
+    # After the store: services stop in reverse order, so the last health
+    # write is queued before the store closes its pool.
+    health = HealthRecorder(store, reactor=reactor)
+    health.setServiceParent(root)
+    dvr = DVRTracker(
+        config.channels_dvr_url, config.dvr_poll_interval, _http_client(reactor), reactor=reactor
+    )
+    dvr.setServiceParent(root)
     ranking = Ranking(config.source_priority, config.quality_priority)
     slots = SourceSlots(config.source_limits)
-    channels = ChannelManager(config, store, ranking, slots, reactor=reactor)
+    channels = ChannelManager(
+        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health
+    )
     channels.setServiceParent(root)
     web = StreamProxyWeb(config, store, ranking, channels)
     site = ProxySite(web.resource())
@@ -67,12 +81,24 @@ def build_services(config, reactor=None):
     listener.setServiceParent(root)
     return root, {
         "store": store,
+        "health": health,
+        "dvr": dvr,
         "channels": channels,
         "slots": slots,
         "web": web,
         "site": site,
         "listener": listener,
     }
+
+
+def _http_client(reactor):
+    """
+    The HTTP client for asking Channels DVR, without persistent connections.
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent
+
+    return HTTPClient(Agent(reactor))
 
 
 def makeService(options):

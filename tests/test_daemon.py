@@ -117,6 +117,22 @@ class DaemonTests(TestCase):
 
     timeout = 60
 
+    def start_daemon(self, folder, arguments):
+        """
+        Run twistd with ``arguments`` in ``folder``; returns the output
+        collector and the process, which is killed at clean-up if still up.
+        """
+        collector = Collector()
+        process = reactor.spawnProcess(
+            collector,
+            sys.executable,
+            [sys.executable] + TWISTD + arguments,
+            env=child_env(),
+            path=folder,
+        )
+        self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
+        return collector, process
+
     def config_file(self, text):
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
@@ -141,15 +157,7 @@ class DaemonTests(TestCase):
             [row(4, "http://127.0.0.1:1/4.ts", m3u="main", uniform_name="Four")],
             old_style=True,
         )
-        collector = Collector()
-        process = reactor.spawnProcess(
-            collector,
-            sys.executable,
-            [sys.executable] + TWISTD + ["-n", "--pidfile=", "streamproxy", "--config", path],
-            env=child_env(),
-            path=folder,
-        )
-        self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
+        collector, process = self.start_daemon(folder, ["-n", "--pidfile=", "streamproxy", "--config", path])
         response = yield wait_for_http(f"http://127.0.0.1:{port}/m3u/main.m3u")
         body = yield response.text()
         self.assertEqual(response.code, 200, collector.output)
@@ -180,15 +188,7 @@ class DaemonTests(TestCase):
             f"port: {port}\ninterface: 127.0.0.1\ndb_path: channels.db\nsegment_dir: {segments}\n"
         )
         make_database(os.path.join(folder, "channels.db"), [row(4, upstream.live_url("a"))])
-        collector = Collector()
-        process = reactor.spawnProcess(
-            collector,
-            sys.executable,
-            [sys.executable] + TWISTD + ["-n", "--pidfile=", "streamproxy", "--config", path],
-            env=child_env(),
-            path=folder,
-        )
-        self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
+        collector, process = self.start_daemon(folder, ["-n", "--pidfile=", "streamproxy", "--config", path])
         yield wait_for_http(f"http://127.0.0.1:{port}/m3u/")
         response = yield treq.get(
             f"http://127.0.0.1:{port}/channel/4/stream.m3u8", timeout=20, persistent=False
@@ -212,15 +212,7 @@ class DaemonTests(TestCase):
         """
         port = free_port()
         folder, path = self.config_file(f"port: {port}\ninterface: 127.0.0.1\n")
-        collector = Collector()
-        process = reactor.spawnProcess(
-            collector,
-            sys.executable,
-            [sys.executable] + TWISTD + ["-n", "--pidfile=", "streamproxy"],
-            env=child_env(),
-            path=folder,
-        )
-        self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
+        collector, process = self.start_daemon(folder, ["-n", "--pidfile=", "streamproxy"])
         response = yield wait_for_http(f"http://127.0.0.1:{port}/refresh_db_cache")
         self.assertEqual(response.code, 200)
         body = yield response.json()
