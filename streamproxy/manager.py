@@ -69,6 +69,8 @@ class ChannelManager(Service):
         self.is_watched = is_watched or (lambda channel_id: False)
         self.dvr = dvr
         self.health = health
+        self._shortages = {}
+        self._making_room = set()
         if slots.on_shortage is None:
             slots.on_shortage = self._shortage
         self.failures = FailureMemory(FAILURE_PENALTY_SECONDS)
@@ -212,6 +214,15 @@ class ChannelManager(Service):
                     session.stop(reason)
             except Exception:
                 log.failure("inactivity check of channel {id}", id=session.channel_id)
+        # A stream may become idle while a tune waits for its source.  A
+        # shortage is remembered as long as a tune may wait for a slot.
+        if not self.slots.waiting():
+            self._shortages.clear()
+        for sources, since in list(self._shortages.items()):
+            if now - since > self.settings.stream_start_timeout:
+                del self._shortages[sources]
+            else:
+                self._make_room(sources)
 
     def _dvr_state(self):
         return self.dvr.current_state() if self.dvr is not None else OFF
@@ -219,7 +230,9 @@ class ChannelManager(Service):
     def _shortage(self, sources):
         # Called from inside SourceSlots.wait_for_room: act once the waiting
         # tune has finished registering.
-        self.reactor.callLater(0, self._make_room, frozenset(sources))
+        sources = frozenset(sources)
+        self._shortages[sources] = self.reactor.seconds()
+        self.reactor.callLater(0, self._make_room, sources)
 
     def _make_room(self, sources):
         """
@@ -229,6 +242,9 @@ class ChannelManager(Service):
         """
         if not self.slots.waiting():
             return
+        self._making_room &= set(self.sessions.values())
+        if self._making_room:
+            return  # a stream stopped for room has not let go of its slot yet
         threshold = min(
             self.settings.inactivity_timeout,
             max(TAKEOVER_MIN_IDLE_SECONDS, TAKEOVER_IDLE_TARGETS * self.settings.hls_time),
@@ -252,6 +268,7 @@ class ChannelManager(Service):
                 log.failure("slot takeover check of channel {id}", id=session.channel_id)
         if best is not None:
             _, session, reason, source = best
+            self._making_room.add(session)
             session.stop(f"{reason}; its {source} slot goes to a channel waiting for it")
 
     def status(self):
