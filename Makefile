@@ -7,12 +7,12 @@ PYTHON ?= python3
 CONFIG ?= config.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test ffmpeg bench
+.PHONY: run test ffmpeg chromium bench
 
 run: ffmpeg $(VENV)/.installed
 	$(VENV)/bin/twistd -n streamproxy --config $(CONFIG)
 
-test: ffmpeg $(VENV)/.installed
+test: ffmpeg chromium $(VENV)/.test-installed
 	$(VENV)/bin/python -m twisted.trial tests
 
 bench: ffmpeg $(VENV)/.installed
@@ -22,8 +22,18 @@ ffmpeg:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg; }
 
+# The browser tests drive Debian's Chromium (never a downloaded build).
+chromium:
+	@test -x /usr/bin/chromium || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 $(VENV)/.installed: setup.cfg pyproject.toml $(wildcard streamproxy/*.py streamproxy/static/*) twisted/plugins/streamproxy_plugin.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q .
+	touch $@
+
+# The test-only dependencies (setup.cfg's "test" extra: playwright).
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install -q ".[test]"
 	touch $@

@@ -14,6 +14,7 @@ from .channels import Ranking
 from .config import ConfigError, load_config
 from .dvr import DVRTracker
 from .health import HealthRecorder
+from .logs import LogBuffer, LogService
 from .manager import ChannelManager
 from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
@@ -57,6 +58,9 @@ def build_services(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     root = service.MultiService()
+    # First, so the log viewer has the start-up lines and the shutdown's.
+    logs = LogService(LogBuffer(config.log_buffer_size))
+    logs.setServiceParent(root)
     store = ChannelStore(config.db_path)
     store.setServiceParent(root)
     # After the store: services stop in reverse order, so the last health
@@ -73,13 +77,14 @@ def build_services(config, reactor=None):
         config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health
     )
     channels.setServiceParent(root)
-    web = StreamProxyWeb(config, store, ranking, channels)
+    web = StreamProxyWeb(config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor)
     site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
     listener = strports.service(f"tcp:{config.port}:interface={interface}", site)
     listener.setName("web")
     listener.setServiceParent(root)
     return root, {
+        "logs": logs,
         "store": store,
         "health": health,
         "dvr": dvr,

@@ -1,24 +1,66 @@
 """
-The HTTP face of streamproxy: M3U playlists, the channel streams and the
-management endpoints, as one Klein application.
+The HTTP face of streamproxy: M3U playlists, the channel streams, the
+management endpoints, the JSON API and the status and log pages, as one
+Klein application.
+
+Playlists (``/m3u/...``) and streams (``/channel/...``) are for Channels
+DVR and always open.  Everything else is for people: with
+``admin_password`` set it asks for that password (HTTP basic auth, any user
+name), and requests that change something (stop, force_switch,
+refresh_db_cache) are refused when the browser says they come from
+another site (see :func:`cross_site_problem`).
 """
 
+import base64
+import binascii
+import functools
+import hmac
 import json
+import os
 import re
+from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from twisted.web.server import Site
 from twisted.web.static import File
 
+from . import media
+from .channels import channel_sort_key, normalize_channel_id
+from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
 from .playlists import PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
 
 log = Logger()
+
+# The pages, styles and scripts served under /static/, read once.
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".svg": b"image/svg+xml",
+}
+
+# What the pages may load: only this daemon's own files, except channel
+# logos, which live on the providers' servers.
+PAGE_POLICY = (
+    b"default-src 'self'; img-src * data:; media-src 'self' blob:; "
+    b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+
+# A running channel counts as buffering on the status page for this long
+# after its current stream's last buffering event.
+BUFFERING_SHOWN_SECONDS = 20.0
+
+# Segments (the newest ones of the current stream) the status page's
+# bitrate is measured over.
+BITRATE_SEGMENTS = 3
 
 M3U_TYPE = b"audio/x-mpegurl; charset=utf-8"
 JSON_TYPE = b"application/json"
@@ -51,6 +93,187 @@ class SegmentConverter(BaseConverter):
     regex = r"[A-Za-z0-9_\-]{1,64}\.ts"
 
 
+class StaticNameConverter(BaseConverter):
+    """
+    The name of one of the daemon's own page files: no folders, no dots
+    but the one before the extension.
+    """
+
+    regex = r"[a-z0-9_\-]{1,40}\.(?:css|js|html|svg)"
+
+
+class BadChannelId(ValueError):
+    """
+    A path names something that is not a channel number (400).
+    """
+
+
+class Unauthorized(Exception):
+    """
+    ``admin_password`` is set and the request did not give it (401).
+    """
+
+
+class CrossSiteRequest(Exception):
+    """
+    A request that changes something came from another site's page (403);
+    the message says how that was seen.
+    """
+
+
+def parse_channel_id(text):
+    """
+    The canonical channel id of a path segment (``007`` is ``7``).
+
+    :raises BadChannelId: when ``text`` is not a channel number.
+    """
+    try:
+        return normalize_channel_id(text)
+    except ValueError:
+        raise BadChannelId(f"{text!r} is not a channel number (such as 7 or 7.1)")
+
+
+def _authority(value):
+    """
+    ``(host, port or None)`` of an absolute http(s) URL or of a Host
+    header value (``host[:port]``), the host lower-cased; None when it is
+    neither.
+    """
+    if "://" not in value:
+        value = "http://" + value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.hostname.lower(), port
+
+
+def _default_port(url):
+    return 443 if url.lower().startswith("https:") else 80
+
+
+def cross_site_problem(request):
+    """
+    Why a request that changes something must be refused as coming from
+    another site's page, or None when it may go ahead.
+
+    The rule: what the browser says about where the request comes from
+    must be this daemon itself, or absent.  Browsers say it in
+    ``Sec-Fetch-Site`` (``cross-site`` and ``same-site`` are refused) and in
+    ``Origin`` (or, without it, ``Referer``), whose host and port must be
+    those of the ``Host`` header (the port is compared when the Host
+    header names one).  Scripts such as curl send none of these and are
+    let through, so the old GET and POST forms keep working for them.
+    """
+    fetch_site = (request.getHeader("sec-fetch-site") or "").strip().lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"the browser marked it {fetch_site} (Sec-Fetch-Site)"
+    origin = request.getHeader("origin")
+    header, source = ("Origin", origin) if origin is not None else ("Referer", request.getHeader("referer"))
+    if source is None:
+        return None
+    host = _authority((request.getHeader("host") or "").strip())
+    if host is None:
+        return f"it names an {header} ({source}) but no usable Host"
+    seen = _authority(source.strip()) if source.strip().lower() != "null" else None
+    if seen is None:
+        return f"its {header} {source!r} is not this server"
+    if seen[0] != host[0]:
+        return f"its {header} {source} is not this server ({host[0]})"
+    if host[1] is not None and (seen[1] or _default_port(source.strip())) != host[1]:
+        return f"its {header} {source} is not this server (port {host[1]})"
+    return None
+
+
+def _masked(value):
+    """
+    ``value`` (JSON-like data) with provider credentials masked in every
+    string, so nothing the API or the pages show can leak a password.
+    """
+    if isinstance(value, str):
+        return media.mask_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    return value
+
+
+# A logo is an image file: a URL ending so, with no user name, password or
+# query string in it, holds no credentials even when mask_url (made for
+# stream URLs, and cautious) would hide its folders.
+_IMAGE_URL = re.compile(r"^https?://[^/@?#]+/[^?#@]*\.(?:png|jpe?g|gif|svg|webp|ico)$", re.IGNORECASE)
+
+
+def _logo(candidates):
+    """
+    The first logo of a channel's candidates that can be shown as it is:
+    nothing in it to mask, or a plain image URL; "" when none.
+    """
+    for candidate in candidates:
+        logo = candidate.logo
+        if logo and (_IMAGE_URL.match(logo) or media.mask_url(logo) == logo):
+            return logo
+    return ""
+
+
+def display_state(session, state, now):
+    """
+    The state the status page shows: the session's state, or
+    ``buffering`` for a live channel whose stream had a buffering event
+    within :data:`BUFFERING_SHOWN_SECONDS`.
+    """
+    if state != "live" or session is None:
+        return state
+    attempt = getattr(session, "attempt", None)
+    events = getattr(attempt, "buffer_events", None) or ()
+    if any(now - when <= BUFFERING_SHOWN_SECONDS for when, _ in events):
+        return "buffering"
+    return state
+
+
+def measured_bitrate(session):
+    """
+    The current stream's bitrate in kbit/s measured from its newest
+    segment files, or None (ffmpeg's HLS output reports none itself).
+    """
+    attempt = getattr(session, "attempt", None)
+    playlist = getattr(session, "playlist", None)
+    if attempt is None or playlist is None:
+        return None
+    try:
+        ours = [s for s in playlist.segments if s.name.startswith(attempt.prefix)][-BITRATE_SEGMENTS:]
+        size = sum(os.path.getsize(os.path.join(session.folder, s.name)) for s in ours)
+        seconds = sum(s.duration for s in ours)
+    except (OSError, AttributeError, TypeError):
+        return None
+    return round(size * 8 / 1000 / seconds) if seconds > 0 else None
+
+
+def _admin(changes_state=False):
+    """
+    Mark a route as one for people: it asks for ``admin_password`` when
+    one is set and, when it ``changes_state``, refuses cross-site requests.
+    """
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        def guarded(self, request, *args, **kwargs):
+            self.check_password(request)
+            if changes_state:
+                problem = cross_site_problem(request)
+                if problem is not None:
+                    raise CrossSiteRequest(problem)
+            return handler(self, request, *args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
 def base_url(request):
     """
     ``http://host:port`` as the client addressed us, for absolute URLs in
@@ -65,11 +288,29 @@ def base_url(request):
     return f"http://{host}"
 
 
-def _json(request, value, code=200):
+def _json(request, value, code=200, compact=False):
     request.setResponseCode(code)
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"cache-control", b"no-cache")
+    if compact:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
     return json.dumps(value, indent=1).encode("utf-8")
+
+
+def _wants_json(request):
+    path = request.path or b""
+    accept = request.getHeader("accept") or ""
+    return path.startswith(b"/api/") or "application/json" in accept
+
+
+def _error(request, code, message):
+    """
+    A short error answer: JSON ``{"error": ...}`` for the API and for the
+    pages' own calls (which accept JSON), one line of text otherwise.
+    """
+    if _wants_json(request):
+        return _json(request, {"error": message, "status": code}, code)
+    return _text(request, message, code)
 
 
 def _text(request, text, code=200):
@@ -81,34 +322,49 @@ def _text(request, text, code=200):
 class ProxySite(Site):
     """
     The HTTP site.  Successful playlist and segment requests, several a
-    second per viewer, are left out of the access log: they drown what
-    matters in it and cost more than serving them.  Errors are logged.
+    second per viewer, and the pages' API polls are left out of the access
+    log: they drown what matters in it and cost more than serving them.
+    Errors are logged.
     """
 
     displayTracebacks = False
 
     def log(self, request):
-        if request.code < 400 and request.uri.startswith(b"/channel/"):
+        # The status and log pages poll the API every two seconds.
+        if request.code < 400 and request.uri.startswith((b"/channel/", b"/api/", b"/static/")):
             return
         super().log(request)
 
 
 class StreamProxyWeb:
     """
-    Routes requests to the store (playlists, refresh) and to the channel
-    manager (streams, switching).
+    Routes requests to the store (playlists, refresh), to the channel
+    manager (streams, switching, status) and to the log buffer, and serves
+    the status and log pages.
+
+    ``logs`` is the :class:`~streamproxy.logs.LogBuffer` behind ``/logs``;
+    ``dvr`` the Channels DVR tracker whose ``status()`` the status page
+    shows (taken from the manager when not given; either may be None).
     """
 
     app = Klein()
     app.url_map.converters["channel"] = ChannelIdConverter
     app.url_map.converters["segment"] = SegmentConverter
+    app.url_map.converters["static"] = StaticNameConverter
 
-    def __init__(self, config, store, ranking, channels):
+    def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
         self._config = config
         self._store = store
         self._ranking = ranking
         self._channels = channels
+        self._logs = logs
+        self._dvr = dvr if dvr is not None else getattr(channels, "dvr", None)
+        self._reactor = reactor
         self._playlists = PlaylistCache(ranking)
+        self._static = _read_static(STATIC_DIR)
+        self._masked_urls = (None, {})
 
     def resource(self):
         """
@@ -116,19 +372,97 @@ class StreamProxyWeb:
         """
         return self.app.resource()
 
+    # Errors: every one a short text (or JSON for the API), never a
+    # traceback page.
+
     @app.handle_errors(StoreError)
     def _store_error(self, request, failure):
         log.error("{error}", error=failure.getErrorMessage())
-        return _text(request, f"Database unavailable: {failure.getErrorMessage()}", 503)
+        return _error(request, 503, f"Database unavailable: {failure.getErrorMessage()}")
 
     @app.handle_errors(UnknownChannel)
     def _unknown_channel(self, request, failure):
-        return _text(request, f"No channel {failure.value.args[0]}.", 404)
+        channel_id = failure.value.args[0]
+        if channel_id in self._store.catalog.channels and not _is_stream_path(request):
+            return _error(request, 404, f"Channel {channel_id} is not running.")
+        return _error(request, 404, f"No channel {channel_id}.")
 
     @app.handle_errors(ChannelUnavailable)
     def _unavailable(self, request, failure):
         request.setHeader(b"retry-after", b"10")
-        return _text(request, str(failure.value), 503)
+        return _error(request, 503, str(failure.value))
+
+    @app.handle_errors(BadChannelId, BadLogQuery)
+    def _bad_request(self, request, failure):
+        return _error(request, 400, f"Bad request: {failure.getErrorMessage()}.")
+
+    @app.handle_errors(Unauthorized)
+    def _unauthorized(self, request, failure):
+        request.setHeader(b"www-authenticate", b'Basic realm="streamproxy", charset="UTF-8"')
+        return _error(request, 401, "This page needs the admin password (admin_password in config.yaml).")
+
+    @app.handle_errors(CrossSiteRequest)
+    def _cross_site(self, request, failure):
+        log.warn(
+            "Refused {method} {path} from another site: {why}",
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+            why=failure.getErrorMessage(),
+        )
+        return _error(request, 403, f"Refused: a request from another site ({failure.getErrorMessage()}).")
+
+    @app.handle_errors(HTTPException)
+    def _http_error(self, request, failure):
+        # werkzeug's answers for no matching route (404), a method the
+        # route does not take (405, with Allow) and a missing slash (308,
+        # with Location), in our short form instead of an HTML page.
+        error = failure.value
+        for name, value in error.get_response({}).headers:
+            if name.lower() not in ("content-type", "content-length"):
+                request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        if error.code == 404:
+            message = f"Not found: {request.path.decode('utf-8', 'replace')}"
+        elif error.code == 405:
+            allowed = error.valid_methods or ()
+            message = (
+                f"Method {request.method.decode('ascii', 'replace')} is not allowed here; "
+                f"use {' or '.join(sorted(allowed))}."
+            )
+        elif 300 <= error.code < 400 and getattr(error, "new_url", None):
+            message = f"Moved to {error.new_url}"
+        else:
+            message = f"{error.code} {error.name}"
+        return _error(request, error.code, message)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        log.failure("Answering {method} {path}", failure,
+                    method=request.method.decode("ascii", "replace"),
+                    path=request.path.decode("ascii", "replace"))
+        return _error(request, 500, f"Internal error: {failure.getErrorMessage() or failure.type.__name__}.")
+
+    def check_password(self, request):
+        """
+        Let the request through when no ``admin_password`` is set or when
+        its basic auth gives that password (any user name).
+
+        :raises Unauthorized: otherwise.
+        """
+        expected = self._config.admin_password
+        if expected is None:
+            return
+        header = request.getHeader("authorization") or ""
+        scheme, _, encoded = header.partition(" ")
+        given = None
+        if scheme.lower() == "basic":
+            try:
+                _, _, given = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                given = None
+        if given is None or not hmac.compare_digest(given.encode("utf-8"), str(expected).encode("utf-8")):
+            raise Unauthorized()
+
+    # For Channels DVR: playlists and streams, always open.
 
     @app.route("/m3u/<string:name>.m3u", methods=["GET", "HEAD"])
     def m3u(self, request, name):
@@ -151,22 +485,6 @@ class StreamProxyWeb:
         root = base_url(request)
         names = sorted(self._store.catalog.playlists)
         return _text(request, "\n".join(f"{root}/m3u/{name}.m3u" for name in names) or "No playlists.")
-
-    @app.route("/refresh_db_cache", methods=["GET", "POST"])
-    async def refresh_db_cache(self, request):
-        """
-        Reload the channel table; streams that are playing are not touched.
-        """
-        catalog = await self._store.refresh()
-        return _json(
-            request,
-            {
-                "channels": len(catalog.channels),
-                "streams": len(catalog.candidates),
-                "skipped_rows": len(catalog.skipped),
-                "playlists": sorted(catalog.playlists),
-            },
-        )
 
     @app.route("/channel/<channel:channel_id>/stream.m3u8", methods=["GET", "HEAD"])
     async def stream_playlist(self, request, channel_id):
@@ -194,25 +512,282 @@ class StreamProxyWeb:
         resource.isLeaf = True
         return resource
 
-    @app.route("/force_switch/<channel:channel_id>", methods=["GET", "POST"])
+    # Management.
+
+    @app.route("/refresh_db_cache", methods=["GET", "POST"])
+    @_admin(changes_state=True)
+    async def refresh_db_cache(self, request):
+        """
+        Reload the channel table; streams that are playing are not touched.
+        """
+        catalog = await self._store.refresh()
+        return _json(
+            request,
+            {
+                "channels": len(catalog.channels),
+                "streams": len(catalog.candidates),
+                "skipped_rows": len(catalog.skipped),
+                "playlists": sorted(catalog.playlists),
+            },
+        )
+
+    @app.route("/force_switch/<string:channel_id>", methods=["GET", "POST"])
+    @_admin(changes_state=True)
     def force_switch(self, request, channel_id):
         """
         End the channel's current stream and move to the next candidate.
         """
+        channel_id = parse_channel_id(channel_id)
         left = self._channels.force_switch(channel_id)
         return _json(request, {"channel_id": channel_id, "switched_from": left})
 
-    @app.route("/stop/<channel:channel_id>", methods=["POST"])
+    @app.route("/stop/<string:channel_id>", methods=["POST"])
+    @_admin(changes_state=True)
     async def stop(self, request, channel_id):
         """
         Stop a running channel and free its provider slot.
         """
+        channel_id = parse_channel_id(channel_id)
         await self._channels.stop_channel(channel_id)
         return _json(request, {"channel_id": channel_id, "stopped": True})
 
-    @app.route("/api/status", methods=["GET"])
+    # Pages.
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def home(self, request):
+        """
+        The status page is the home page.
+        """
+        request.redirect(b"/status")
+        return b""
+
+    @app.route("/status", methods=["GET", "HEAD"])
+    @_admin()
+    def status_page(self, request):
+        """
+        The status page (it fetches everything it shows from the API).
+        """
+        return self._serve_static(request, "status.html")
+
+    @app.route("/logs", methods=["GET", "HEAD"])
+    @_admin()
+    def logs_page(self, request):
+        """
+        The log viewer page.
+        """
+        return self._serve_static(request, "logs.html")
+
+    @app.route("/static/<static:name>", methods=["GET", "HEAD"])
+    @_admin()
+    def static(self, request, name):
+        """
+        One of the pages' style sheets or scripts.
+        """
+        return self._serve_static(request, name)
+
+    def _serve_static(self, request, name):
+        body = self._static.get(name)
+        if body is None:
+            return _text(request, f"Not found: {name}", 404)
+        request.setHeader(b"content-type", STATIC_TYPES[os.path.splitext(name)[1]])
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if name.endswith(".html"):
+            request.setHeader(b"content-security-policy", PAGE_POLICY)
+            request.setHeader(b"x-frame-options", b"DENY")
+            request.setHeader(b"referrer-policy", b"same-origin")
+        return body
+
+    # The JSON API.
+
+    @app.route("/api/status", methods=["GET", "HEAD"])
+    @_admin()
     def api_status(self, request):
         """
-        Running channels, their streams and source slot usage, as JSON.
+        Running channels (name, logo, stream in use, state, speed,
+        bitrate, failovers), source slot usage, the Channels DVR connection
+        and the database size, as JSON with every URL masked.
         """
-        return _json(request, self._channels.status())
+        return _json(request, self.status())
+
+    def status(self):
+        """
+        What ``/api/status`` answers, as a dict.
+        """
+        now = self._reactor.seconds()
+        # Masked first: everything below but logos is made here and holds
+        # no URLs, and logos are chosen to be safe to show (_logo).
+        status = _masked(dict(self._channels.status()))
+        catalog = self._store.catalog
+        sessions = getattr(self._channels, "sessions", None) or {}
+        dvr = _masked(self._dvr_status())
+        watched = {}
+        for activity in dvr.get("activities") or ():
+            if isinstance(activity, dict) and activity.get("channel_id") is not None:
+                watched.setdefault(str(activity["channel_id"]), []).append(activity)
+        channels = []
+        for entry in status.get("channels", ()):
+            entry = dict(entry)
+            channel_id = entry.get("channel_id")
+            candidates = catalog.channels.get(channel_id, ())
+            session = sessions.get(channel_id)
+            entry["logo"] = _logo(candidates)
+            entry["candidates"] = len(candidates)
+            entry["display_state"] = display_state(session, entry.get("state"), now)
+            entry["measured_kbps"] = measured_bitrate(session)
+            entry["stream_url"] = f"/channel/{channel_id}/stream.m3u8"
+            entry["dvr_activity"] = watched.get(channel_id, [])
+            channels.append(entry)
+        status["channels"] = sorted(channels, key=lambda e: channel_sort_key(e["channel_id"]))
+        status["now"] = now
+        status["dvr"] = dvr
+        status["database"] = {
+            "channels": len(catalog.channels),
+            "streams": len(catalog.candidates),
+            "skipped_rows": len(catalog.skipped),
+        }
+        return status
+
+    def _dvr_status(self):
+        """
+        The Channels DVR tracker's status with ``configured``, or
+        ``{"configured": False, "state": "not configured"}``.
+        """
+        dvr = self._dvr
+        status = getattr(dvr, "status", None)
+        if not callable(status):
+            return {"configured": False, "state": "not configured"}
+        try:
+            answer = dict(status())
+        except Exception:
+            log.failure("Reading the Channels DVR status")
+            return {"configured": True, "state": "error", "last_error": "its status could not be read"}
+        configured = bool(answer.get("url")) and answer.get("state") != "off"
+        answer["configured"] = configured
+        if not configured:
+            answer["state"] = "not configured"
+        return answer
+
+    @app.route("/api/channels", methods=["GET", "HEAD"])
+    @_admin()
+    def api_channels(self, request):
+        """
+        Every channel with its candidates in the order they would be tried
+        and their health from the database, as JSON with masked URLs.
+        """
+        return _json(request, self.channel_list(), compact=True)
+
+    def channel_list(self):
+        """
+        What ``/api/channels`` answers, as a dict.
+        """
+        catalog = self._store.catalog
+        now = self._reactor.seconds()
+        failures = getattr(self._channels, "failures", None)
+        penalised = failures.recent(now) if failures is not None else frozenset()
+        sessions = getattr(self._channels, "sessions", None) or {}
+        urls = self._masked_urls_of(catalog)
+        channels = []
+        for channel_id in sorted(catalog.channels, key=channel_sort_key):
+            candidates = catalog.channels[channel_id]
+            session = sessions.get(channel_id)
+            attempt = getattr(session, "attempt", None)
+            playing = getattr(getattr(attempt, "candidate", None), "rowid", None)
+            ranked = []
+            for rank, candidate in enumerate(self._ranking.rank(candidates, penalised), 1):
+                ranked.append(
+                    {
+                        "rank": rank,
+                        "rowid": candidate.rowid,
+                        "name": candidate.name,
+                        "source": candidate.source,
+                        "quality": candidate.quality,
+                        "url": urls.get(candidate.rowid, ""),
+                        "status": candidate.status,
+                        "last_checked": candidate.last_checked,
+                        "uptime": candidate.uptime,
+                        "downtime": candidate.downtime,
+                        "failed_recently": (
+                            _masked(failures.reason(candidate.rowid) or "")
+                            if candidate.rowid in penalised
+                            else None
+                        ),
+                        "playing": candidate.rowid == playing,
+                    }
+                )
+            first = candidates[0]
+            channels.append(
+                {
+                    "channel_id": channel_id,
+                    "name": first.display_name,
+                    "logo": _logo(candidates),
+                    "group": first.group,
+                    "playlists": sorted({c.m3u for c in candidates if c.m3u}),
+                    "state": getattr(session, "state", None),
+                    "candidates": ranked,
+                }
+            )
+        return {"now": now, "count": len(channels), "channels": channels}
+
+    def _masked_urls_of(self, catalog):
+        # Masking every URL of a large table takes a while: once per load.
+        if self._masked_urls[0] is not catalog:
+            self._masked_urls = (catalog, {c.rowid: media.mask_url(c.url) for c in catalog.candidates})
+        return self._masked_urls[1]
+
+    @app.route("/api/logs", methods=["GET", "HEAD"])
+    @_admin()
+    def api_logs(self, request):
+        """
+        The kept log lines newer than ``after`` (a sequence number; 0 for
+        all), optionally only ``level`` and more severe and only those
+        about ``channel``, oldest first, as JSON.
+        """
+        after = _query(request, "after") or "0"
+        if not after.isdigit():
+            raise BadLogQuery(f"after must be a line number, not {after!r}")
+        level = _query(request, "level") or None
+        if level is not None:
+            level = check_level(level)
+        channel = _query(request, "channel") or None
+        if channel is not None:
+            try:
+                channel = normalize_channel_id(channel)
+            except ValueError:
+                raise BadLogQuery(f"channel {channel!r} is not a channel number")
+        buffer = self._logs
+        if buffer is None:
+            return _json(request, {"lines": [], "last": 0, "size": 0, "levels": list(LEVELS), "channels": []})
+        return _json(
+            request,
+            {
+                "lines": buffer.entries(int(after), level, channel),
+                "last": buffer.last,
+                "size": buffer.size,
+                "levels": list(LEVELS),
+                "channels": buffer.channels(),
+            },
+            compact=True,
+        )
+
+
+def _query(request, name):
+    values = request.args.get(name.encode("ascii"))
+    return values[0].decode("utf-8", "replace").strip() if values else None
+
+
+def _is_stream_path(request):
+    return (request.path or b"").startswith(b"/channel/")
+
+
+def _read_static(folder):
+    """
+    ``{name: bytes}`` of the page files in ``folder`` (none when missing).
+    """
+    files = {}
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if os.path.splitext(name)[1] in STATIC_TYPES:
+                with open(os.path.join(folder, name), "rb") as f:
+                    files[name] = f.read()
+    return files
