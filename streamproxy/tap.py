@@ -101,9 +101,14 @@ def _http_client(reactor):
     The HTTP client for asking Channels DVR, without persistent connections.
     """
     from treq.client import HTTPClient
-    from twisted.web.client import Agent
+    from twisted.web.client import Agent, HTTPConnectionPool
 
-    return HTTPClient(Agent(reactor))
+    class QuietPool(HTTPConnectionPool):
+        # Without this every poll logs "Starting factory"/"Stopping factory".
+        class _factory(HTTPConnectionPool._factory):
+            noisy = False
+
+    return HTTPClient(Agent(reactor, pool=QuietPool(reactor, persistent=False)))
 
 
 def makeService(options):

@@ -618,6 +618,9 @@ class StreamProxyWeb:
         # Masked first: everything below but logos is made here and holds
         # no URLs, and logos are chosen to be safe to show (_logo).
         status = _masked(dict(self._channels.status()))
+        # The manager's raw DVR state is answered below as "dvr", with
+        # what the page needs added.
+        status.pop("channels_dvr", None)
         catalog = self._store.catalog
         sessions = getattr(self._channels, "sessions", None) or {}
         dvr = _masked(self._dvr_status())

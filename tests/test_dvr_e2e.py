@@ -77,10 +77,10 @@ class DVRAwarenessTests(StreamingTestCase):
         yield wait_until(lambda: reactor.seconds() - tuned > 8, timeout=10)
         self.assertEqual(self.channels.session("2").state, "live")
         status = yield self.api_status()
-        self.assertEqual(status["channels_dvr"]["state"], "ok")
-        self.assertEqual(status["channels_dvr"]["event_stream"], "connected")
+        self.assertEqual(status["dvr"]["state"], "ok")
+        self.assertEqual(status["dvr"]["event_stream"], "connected")
         self.assertEqual(
-            [(a["kind"], a["channel_id"]) for a in status["channels_dvr"]["activities"]],
+            [(a["kind"], a["channel_id"]) for a in status["dvr"]["activities"]],
             [("watching", "2")],
         )
 
