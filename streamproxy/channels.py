@@ -146,7 +146,7 @@ def candidate_from_row(rowid, row):
     if not url:
         raise BadRow("stream-url is empty")
     if "://" not in url:
-        raise BadRow(f"stream-url has no scheme (such as http://)")
+        raise BadRow("stream-url has no scheme (such as http://)")
     return Candidate(
         rowid=rowid,
         channel_id=channel_id,

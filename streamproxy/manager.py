@@ -3,7 +3,6 @@ All running channels: starting them on the first request, sharing them
 between clients, checking their health, and stopping the unused ones.
 """
 
-import os
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -12,7 +11,7 @@ from twisted.logger import Logger
 
 from .dvr import OFF, idle_decision
 from .processes import sweep_leftovers
-from .session import ChannelSession, ChannelUnavailable, FailureMemory
+from .session import ChannelSession, FailureMemory
 
 log = Logger()
 

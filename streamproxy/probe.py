@@ -8,7 +8,6 @@ facts, or the reason the candidate fails.
 
 from dataclasses import dataclass
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import media

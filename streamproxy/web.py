@@ -22,14 +22,13 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.server import Site
+from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from twisted.web.server import Site
-from twisted.web.static import File
-
-from . import media
-from .channels import channel_sort_key, normalize_channel_id
+from .channels import normalize_channel_id
+from .dashboard import Dashboard
 from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
 from .playlists import PlaylistCache
@@ -53,14 +52,6 @@ PAGE_POLICY = (
     b"default-src 'self'; img-src * data:; media-src 'self' blob:; "
     b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"
 )
-
-# A running channel counts as buffering on the status page for this long
-# after its current stream's last buffering event.
-BUFFERING_SHOWN_SECONDS = 20.0
-
-# Segments (the newest ones of the current stream) the status page's
-# bitrate is measured over.
-BITRATE_SEGMENTS = 3
 
 M3U_TYPE = b"audio/x-mpegurl; charset=utf-8"
 JSON_TYPE = b"application/json"
@@ -188,71 +179,6 @@ def cross_site_problem(request):
     return None
 
 
-def _masked(value):
-    """
-    ``value`` (JSON-like data) with provider credentials masked in every
-    string, so nothing the API or the pages show can leak a password.
-    """
-    if isinstance(value, str):
-        return media.mask_url(value) if "://" in value else value
-    if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_masked(item) for item in value]
-    return value
-
-
-# A logo is an image file: a URL ending so, with no user name, password or
-# query string in it, holds no credentials even when mask_url (made for
-# stream URLs, and cautious) would hide its folders.
-_IMAGE_URL = re.compile(r"^https?://[^/@?#]+/[^?#@]*\.(?:png|jpe?g|gif|svg|webp|ico)$", re.IGNORECASE)
-
-
-def _logo(candidates):
-    """
-    The first logo of a channel's candidates that can be shown as it is:
-    nothing in it to mask, or a plain image URL; "" when none.
-    """
-    for candidate in candidates:
-        logo = candidate.logo
-        if logo and (_IMAGE_URL.match(logo) or media.mask_url(logo) == logo):
-            return logo
-    return ""
-
-
-def display_state(session, state, now):
-    """
-    The state the status page shows: the session's state, or
-    ``buffering`` for a live channel whose stream had a buffering event
-    within :data:`BUFFERING_SHOWN_SECONDS`.
-    """
-    if state != "live" or session is None:
-        return state
-    attempt = getattr(session, "attempt", None)
-    events = getattr(attempt, "buffer_events", None) or ()
-    if any(now - when <= BUFFERING_SHOWN_SECONDS for when, _ in events):
-        return "buffering"
-    return state
-
-
-def measured_bitrate(session):
-    """
-    The current stream's bitrate in kbit/s measured from its newest
-    segment files, or None (ffmpeg's HLS output reports none itself).
-    """
-    attempt = getattr(session, "attempt", None)
-    playlist = getattr(session, "playlist", None)
-    if attempt is None or playlist is None:
-        return None
-    try:
-        ours = [s for s in playlist.segments if s.name.startswith(attempt.prefix)][-BITRATE_SEGMENTS:]
-        size = sum(os.path.getsize(os.path.join(session.folder, s.name)) for s in ours)
-        seconds = sum(s.duration for s in ours)
-    except (OSError, AttributeError, TypeError):
-        return None
-    return round(size * 8 / 1000 / seconds) if seconds > 0 else None
-
-
 def _admin(changes_state=False):
     """
     Mark a route as one for people: it asks for ``admin_password`` when
@@ -364,7 +290,7 @@ class StreamProxyWeb:
         self._reactor = reactor
         self._playlists = PlaylistCache(ranking)
         self._static = _read_static(STATIC_DIR)
-        self._masked_urls = (None, {})
+        self._dashboard = Dashboard(store, ranking, channels, self._dvr, reactor)
 
     def resource(self):
         """
@@ -608,68 +534,7 @@ class StreamProxyWeb:
         bitrate, failovers), source slot usage, the Channels DVR connection
         and the database size, as JSON with every URL masked.
         """
-        return _json(request, self.status())
-
-    def status(self):
-        """
-        What ``/api/status`` answers, as a dict.
-        """
-        now = self._reactor.seconds()
-        # Masked first: everything below but logos is made here and holds
-        # no URLs, and logos are chosen to be safe to show (_logo).
-        status = _masked(dict(self._channels.status()))
-        # The manager's raw DVR state is answered below as "dvr", with
-        # what the page needs added.
-        status.pop("channels_dvr", None)
-        catalog = self._store.catalog
-        sessions = getattr(self._channels, "sessions", None) or {}
-        dvr = _masked(self._dvr_status())
-        watched = {}
-        for activity in dvr.get("activities") or ():
-            if isinstance(activity, dict) and activity.get("channel_id") is not None:
-                watched.setdefault(str(activity["channel_id"]), []).append(activity)
-        channels = []
-        for entry in status.get("channels", ()):
-            entry = dict(entry)
-            channel_id = entry.get("channel_id")
-            candidates = catalog.channels.get(channel_id, ())
-            session = sessions.get(channel_id)
-            entry["logo"] = _logo(candidates)
-            entry["candidates"] = len(candidates)
-            entry["display_state"] = display_state(session, entry.get("state"), now)
-            entry["measured_kbps"] = measured_bitrate(session)
-            entry["stream_url"] = f"/channel/{channel_id}/stream.m3u8"
-            entry["dvr_activity"] = watched.get(channel_id, [])
-            channels.append(entry)
-        status["channels"] = sorted(channels, key=lambda e: channel_sort_key(e["channel_id"]))
-        status["now"] = now
-        status["dvr"] = dvr
-        status["database"] = {
-            "channels": len(catalog.channels),
-            "streams": len(catalog.candidates),
-            "skipped_rows": len(catalog.skipped),
-        }
-        return status
-
-    def _dvr_status(self):
-        """
-        The Channels DVR tracker's status with ``configured``, or
-        ``{"configured": False, "state": "not configured"}``.
-        """
-        dvr = self._dvr
-        status = getattr(dvr, "status", None)
-        if not callable(status):
-            return {"configured": False, "state": "not configured"}
-        try:
-            answer = dict(status())
-        except Exception:
-            log.failure("Reading the Channels DVR status")
-            return {"configured": True, "state": "error", "last_error": "its status could not be read"}
-        configured = bool(answer.get("url")) and answer.get("state") != "off"
-        answer["configured"] = configured
-        if not configured:
-            answer["state"] = "not configured"
-        return answer
+        return _json(request, self._dashboard.status())
 
     @app.route("/api/channels", methods=["GET", "HEAD"])
     @_admin()
@@ -678,65 +543,7 @@ class StreamProxyWeb:
         Every channel with its candidates in the order they would be tried
         and their health from the database, as JSON with masked URLs.
         """
-        return _json(request, self.channel_list(), compact=True)
-
-    def channel_list(self):
-        """
-        What ``/api/channels`` answers, as a dict.
-        """
-        catalog = self._store.catalog
-        now = self._reactor.seconds()
-        failures = getattr(self._channels, "failures", None)
-        penalised = failures.recent(now) if failures is not None else frozenset()
-        sessions = getattr(self._channels, "sessions", None) or {}
-        urls = self._masked_urls_of(catalog)
-        channels = []
-        for channel_id in sorted(catalog.channels, key=channel_sort_key):
-            candidates = catalog.channels[channel_id]
-            session = sessions.get(channel_id)
-            attempt = getattr(session, "attempt", None)
-            playing = getattr(getattr(attempt, "candidate", None), "rowid", None)
-            ranked = []
-            for rank, candidate in enumerate(self._ranking.rank(candidates, penalised), 1):
-                ranked.append(
-                    {
-                        "rank": rank,
-                        "rowid": candidate.rowid,
-                        "name": candidate.name,
-                        "source": candidate.source,
-                        "quality": candidate.quality,
-                        "url": urls.get(candidate.rowid, ""),
-                        "status": candidate.status,
-                        "last_checked": candidate.last_checked,
-                        "uptime": candidate.uptime,
-                        "downtime": candidate.downtime,
-                        "failed_recently": (
-                            _masked(failures.reason(candidate.rowid) or "")
-                            if candidate.rowid in penalised
-                            else None
-                        ),
-                        "playing": candidate.rowid == playing,
-                    }
-                )
-            first = candidates[0]
-            channels.append(
-                {
-                    "channel_id": channel_id,
-                    "name": first.display_name,
-                    "logo": _logo(candidates),
-                    "group": first.group,
-                    "playlists": sorted({c.m3u for c in candidates if c.m3u}),
-                    "state": getattr(session, "state", None),
-                    "candidates": ranked,
-                }
-            )
-        return {"now": now, "count": len(channels), "channels": channels}
-
-    def _masked_urls_of(self, catalog):
-        # Masking every URL of a large table takes a while: once per load.
-        if self._masked_urls[0] is not catalog:
-            self._masked_urls = (catalog, {c.rowid: media.mask_url(c.url) for c in catalog.candidates})
-        return self._masked_urls[1]
+        return _json(request, self._dashboard.channel_list(), compact=True)
 
     @app.route("/api/logs", methods=["GET", "HEAD"])
     @_admin()
