@@ -150,6 +150,25 @@ class Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def react(main, events, on_error=None):
+    """
+    Run ``main(reactor)`` under ``task.react``; when it fails, print the last
+    failures logged in ``events`` (and call ``on_error``) before exiting
+    with its status.
+    """
+    from twisted.internet import task
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code:
+            for event in [e for e in events if e.get("log_failure") is not None][-3:]:
+                print(event["log_failure"].getTraceback(), file=sys.stderr)
+            if on_error is not None:
+                on_error()
+            raise
+
+
 def quiet_twisted_logs():
     """
     Keep Twisted's global log from printing (it prints nothing unless an

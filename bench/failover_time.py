@@ -59,15 +59,9 @@ def main():
     events = _common.quiet_twisted_logs()
     scratch = _common.Scratch("failover")
     results = []
-    from twisted.internet import task
 
     try:
-        task.react(lambda reactor: run_all(reactor, args, scratch, results, events))
-    except SystemExit as e:
-        if e.code:
-            for event in [e for e in events if e.get("log_failure") is not None][-3:]:
-                print(event["log_failure"].getTraceback(), file=sys.stderr)
-            raise
+        _common.react(lambda reactor: run_all(reactor, args, scratch, results, events), events)
     finally:
         scratch.cleanup()
     totals = [r["total"] for r in results]

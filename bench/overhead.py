@@ -208,20 +208,16 @@ def main():
     events = _common.quiet_twisted_logs()
     scratch = _common.Scratch("overhead")
     out = {}
-    from twisted.internet import task
+
+    def show_daemon_log():
+        log = out.get("log")
+        if log and os.path.exists(log):
+            print("--- daemon log (last lines) ---", file=sys.stderr)
+            with open(log, errors="replace") as f:
+                print("".join(f.readlines()[-20:]), file=sys.stderr)
 
     try:
-        task.react(lambda reactor: run(reactor, args, scratch, out))
-    except SystemExit as e:
-        if e.code:
-            for event in [e for e in events if e.get("log_failure") is not None][-3:]:
-                print(event["log_failure"].getTraceback(), file=sys.stderr)
-            log = out.get("log")
-            if log and os.path.exists(log):
-                print("--- daemon log (last lines) ---", file=sys.stderr)
-                with open(log, errors="replace") as f:
-                    print("".join(f.readlines()[-20:]), file=sys.stderr)
-            raise
+        _common.react(lambda reactor: run(reactor, args, scratch, out), events, show_daemon_log)
     finally:
         scratch.cleanup()
     if args.profile and os.path.exists(args.profile):

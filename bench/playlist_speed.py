@@ -35,8 +35,6 @@ def rows():
     channel, the second in a lower quality, with logos, guide ids, health
     figures, and the odd value a real table holds (commas, quotes, gaps).
     """
-    from streamproxy.channels import COLUMN_NAMES  # noqa: F401  (documents the shape)
-
     rowid = 0
     for number in range(1, CHANNELS + 1):
         group = GROUPS[number % len(GROUPS)]
@@ -134,7 +132,7 @@ def main():
     )
     _SCRATCH = _common.Scratch("playlist")
     try:
-        from streamproxy.channels import BadRow, Catalog, Ranking, candidate_from_row
+        from streamproxy.channels import Catalog, Ranking, candidate_from_row
         from streamproxy.playlists import build_m3u
 
         rows_list = list(rows())

@@ -165,17 +165,10 @@ def main():
     )
     events = _common.quiet_twisted_logs()
     scratch = _common.Scratch("tune")
-    from twisted.internet import task
 
     results = {}
     try:
-        task.react(lambda reactor: run_all(reactor, args, scratch, results))
-    except SystemExit as e:
-        if e.code:
-            errors = [e for e in events if e.get("log_failure") is not None]
-            for event in errors[-3:]:
-                print(event["log_failure"].getTraceback(), file=sys.stderr)
-            raise
+        _common.react(lambda reactor: run_all(reactor, args, scratch, results), events)
     finally:
         scratch.cleanup()
     report(results)

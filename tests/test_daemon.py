@@ -133,6 +133,18 @@ class DaemonTests(TestCase):
         self.addCleanup(lambda: collector.ended.called or process.signalProcess("KILL"))
         return collector, process
 
+    @defer.inlineCallbacks
+    def assert_clean_stop(self, collector, process, name):
+        """
+        Send signal ``name`` and check twistd shuts down cleanly (it then
+        dies of the signal it received, as Unix programs should).
+        """
+        process.signalProcess(name)
+        status = yield collector.ended
+        number = getattr(signal, f"SIG{name}")
+        self.assertIn(status, [(0, None), (None, number)], collector.output)
+        self.assertIn(b"Server Shut Down", collector.output)
+
     def config_file(self, text):
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
@@ -163,11 +175,7 @@ class DaemonTests(TestCase):
         self.assertEqual(response.code, 200, collector.output)
         self.assertIn(f"http://127.0.0.1:{port}/channel/4/stream.m3u8", body)
         self.assertIn(",Four", body)
-        process.signalProcess("TERM")
-        status = yield collector.ended
-        # twistd shuts down cleanly, then dies of the signal it received.
-        self.assertIn(status, [(0, None), (None, signal.SIGTERM)], collector.output)
-        self.assertIn(b"Server Shut Down", collector.output)
+        yield self.assert_clean_stop(collector, process, "TERM")
 
     @defer.inlineCallbacks
     def test_no_child_outlives_a_hard_kill(self):
@@ -218,10 +226,7 @@ class DaemonTests(TestCase):
         body = yield response.json()
         self.assertEqual(body["channels"], 0)
         self.assertTrue(os.path.exists(os.path.join(folder, "streams.db")))
-        process.signalProcess("INT")
-        status = yield collector.ended
-        self.assertIn(status, [(0, None), (None, signal.SIGINT)], collector.output)
-        self.assertIn(b"Server Shut Down", collector.output)
+        yield self.assert_clean_stop(collector, process, "INT")
 
     @defer.inlineCallbacks
     def test_bad_config_is_one_line_and_non_zero(self):
