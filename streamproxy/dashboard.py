@@ -4,7 +4,6 @@ Channels DVR and the channel list, shaped from the manager, the store and
 the DVR tracker, with provider credentials masked everywhere.
 """
 
-import os
 import re
 
 from twisted.logger import Logger
@@ -18,9 +17,6 @@ log = Logger()
 # after its current stream's last buffering event.
 BUFFERING_SHOWN_SECONDS = 20.0
 
-# Segments (the newest ones of the current stream) the status page's
-# bitrate is measured over.
-BITRATE_SEGMENTS = 3
 
 def masked(value):
     """
@@ -54,38 +50,18 @@ def _logo(candidates):
     return ""
 
 
-def display_state(session, state, now):
+def display_state(entry, now):
     """
-    The state the status page shows: the session's state, or
-    ``buffering`` for a live channel whose stream had a buffering event
-    within :data:`BUFFERING_SHOWN_SECONDS`.
+    The state the status page shows for a channel's status ``entry``: its
+    state, or ``buffering`` for a live channel whose stream had a buffering
+    event within :data:`BUFFERING_SHOWN_SECONDS`.
     """
-    if state != "live" or session is None:
+    state = entry.get("state")
+    if state != "live":
         return state
-    attempt = getattr(session, "attempt", None)
-    events = getattr(attempt, "buffer_events", None) or ()
-    if any(now - when <= BUFFERING_SHOWN_SECONDS for when, _ in events):
+    if any(now - when <= BUFFERING_SHOWN_SECONDS for when in entry.get("recent_buffering") or ()):
         return "buffering"
     return state
-
-
-def measured_bitrate(session):
-    """
-    The current stream's bitrate in kbit/s measured from its newest
-    segment files, or None (ffmpeg's HLS output reports none itself).
-    """
-    attempt = getattr(session, "attempt", None)
-    playlist = getattr(session, "playlist", None)
-    if attempt is None or playlist is None:
-        return None
-    try:
-        ours = [s for s in playlist.segments if s.name.startswith(attempt.prefix)][-BITRATE_SEGMENTS:]
-        size = sum(os.path.getsize(os.path.join(session.folder, s.name)) for s in ours)
-        seconds = sum(s.duration for s in ours)
-    except (OSError, AttributeError, TypeError):
-        return None
-    return round(size * 8 / 1000 / seconds) if seconds > 0 else None
-
 
 
 class Dashboard:
@@ -113,7 +89,6 @@ class Dashboard:
         # what the page needs added.
         status.pop("channels_dvr", None)
         catalog = self._store.catalog
-        sessions = getattr(self._channels, "sessions", None) or {}
         dvr = masked(self.dvr_status())
         watched = {}
         for activity in dvr.get("activities") or ():
@@ -124,11 +99,9 @@ class Dashboard:
             entry = dict(entry)
             channel_id = entry.get("channel_id")
             candidates = catalog.channels.get(channel_id, ())
-            session = sessions.get(channel_id)
             entry["logo"] = _logo(candidates)
             entry["candidates"] = len(candidates)
-            entry["display_state"] = display_state(session, entry.get("state"), now)
-            entry["measured_kbps"] = measured_bitrate(session)
+            entry["display_state"] = display_state(entry, now)
             entry["stream_url"] = f"/channel/{channel_id}/stream.m3u8"
             entry["dvr_activity"] = watched.get(channel_id, [])
             channels.append(entry)
@@ -176,8 +149,8 @@ class Dashboard:
         for channel_id in sorted(catalog.channels, key=channel_sort_key):
             candidates = catalog.channels[channel_id]
             session = sessions.get(channel_id)
-            attempt = getattr(session, "attempt", None)
-            playing = getattr(getattr(attempt, "candidate", None), "rowid", None)
+            current = session.status()["current"] if session is not None else None
+            playing = current["rowid"] if current else None
             ranked = []
             for rank, candidate in enumerate(self._ranking.rank(candidates, penalised), 1):
                 ranked.append(
@@ -208,7 +181,7 @@ class Dashboard:
                     "logo": _logo(candidates),
                     "group": first.group,
                     "playlists": sorted({c.m3u for c in candidates if c.m3u}),
-                    "state": getattr(session, "state", None),
+                    "state": session.state.value if session is not None else None,
                     "candidates": ranked,
                 }
             )

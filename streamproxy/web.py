@@ -416,9 +416,18 @@ class StreamProxyWeb:
     async def stream_playlist(self, request, channel_id):
         """
         The channel's live HLS playlist; the first request starts the
-        channel and is answered once the first segment is ready.
+        channel and is answered once the first segment is ready.  HEAD
+        never starts a channel (link checkers HEAD every channel of a
+        playlist): it answers 200 with the headers for any channel the
+        table has, 404 for others.
         """
-        text = await self._channels.playlist(channel_id)
+        _open_to_any_origin(request)
+        if request.method == b"HEAD":
+            if self._channels.session(channel_id) is None and channel_id not in self._store.catalog.channels:
+                raise UnknownChannel(channel_id)
+            text = ""
+        else:
+            text = await self._channels.playlist(channel_id)
         request.setHeader(b"content-type", HLS_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
         return text.encode("ascii")
@@ -428,7 +437,8 @@ class StreamProxyWeb:
         """
         One segment of a running channel, as video/mp2t.
         """
-        path = self._channels.segment_path(channel_id, name)
+        _open_to_any_origin(request)
+        path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD")
         if path is None:
             return _text(request, f"No segment {name} on channel {channel_id}.", 404)
         resource = File(path, defaultType=SEGMENT_TYPE)
@@ -437,8 +447,6 @@ class StreamProxyWeb:
         resource.contentTypes = {".ts": SEGMENT_TYPE}
         resource.isLeaf = True
         return resource
-
-    # Management.
 
     @app.route("/refresh_db_cache", methods=["GET", "POST"])
     @_admin(changes_state=True)
@@ -579,6 +587,12 @@ class StreamProxyWeb:
             },
             compact=True,
         )
+
+
+def _open_to_any_origin(request):
+    # Playlists and segments are open to everyone anyway; this lets a web
+    # player on another origin read them.
+    request.setHeader(b"access-control-allow-origin", b"*")
 
 
 def _query(request, name):
