@@ -149,8 +149,8 @@ class Dashboard:
         for channel_id in sorted(catalog.channels, key=channel_sort_key):
             candidates = catalog.channels[channel_id]
             session = sessions.get(channel_id)
-            current = session.status()["current"] if session is not None else None
-            playing = current["rowid"] if current else None
+            running = session.status() if session is not None else {}
+            playing = (running.get("current") or {}).get("rowid")
             ranked = []
             for rank, candidate in enumerate(self._ranking.rank(candidates, penalised), 1):
                 ranked.append(
@@ -181,7 +181,7 @@ class Dashboard:
                     "logo": _logo(candidates),
                     "group": first.group,
                     "playlists": sorted({c.m3u for c in candidates if c.m3u}),
-                    "state": session.state.value if session is not None else None,
+                    "state": running.get("state"),
                     "candidates": ranked,
                 }
             )

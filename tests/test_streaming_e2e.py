@@ -125,10 +125,11 @@ class HLSClient(protocol.ProcessProtocol):
         self.exited = False
         self.ended = defer.Deferred()
         self.transport = None
+        self.loglevel = "error"
 
     def start(self):
         argv = [
-            FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error",
+            FFMPEG, "-nostdin", "-hide_banner", "-loglevel", self.loglevel,
             "-i", self.url, "-c", "copy", "-f", "mpegts",
             "-progress", "pipe:1", "-stats_period", "0.5", "-y", self.output,
         ]
