@@ -53,6 +53,7 @@ class Config:
     ffprobe_path: str = "ffprobe"
     log_buffer_size: int = 500
     admin_password: str | None = None
+    stream_format: str = "hls"
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -105,6 +106,10 @@ def _check_key(key, value, base_dir):
     if key == "port":
         if not _is_whole(value) or not 0 <= value <= 65535:
             fail(f"must be a whole number from 0 to 65535, not {value!r}")
+        return value
+    if key == "stream_format":
+        if value not in ("hls", "ts"):
+            fail(f"must be hls or ts, not {value!r}")
         return value
     if key in _POSITIVE_SECONDS:
         if not _is_number(value):

@@ -111,7 +111,7 @@ class ChannelManager(MultiService):
         """
         return self.sessions.get(channel_id)
 
-    def tune(self, channel_id):
+    def tune(self, channel_id, client=None):
         """
         The session for ``channel_id``, started if it is not running.
 
@@ -138,17 +138,18 @@ class ChannelManager(MultiService):
             )
             self.sessions[channel_id] = session
             session.start()
-        session.touch()
+        session.touch(client)
         return session
 
-    def playlist(self, channel_id):
+    def playlist(self, channel_id, client=None):
         """
         A Deferred firing with the channel's live playlist text, starting
-        the channel when needed.
+        the channel when needed; ``client`` (an address) counts as an HLS
+        viewer.
         """
-        return self.tune(channel_id).wait_ready()
+        return self.tune(channel_id, client).wait_ready()
 
-    def segment_path(self, channel_id, name, touch=True):
+    def segment_path(self, channel_id, name, touch=True, client=None):
         """
         The file of a segment of a running channel, or None.  A request
         for it counts as activity unless ``touch`` is false (HEAD).
@@ -157,7 +158,7 @@ class ChannelManager(MultiService):
         if session is None:
             return None
         if touch:
-            session.touch()
+            session.touch(client)
         return session.segment_path(name)
 
     def force_switch(self, channel_id):

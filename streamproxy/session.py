@@ -36,6 +36,11 @@ from .timeline import ACCESS, Timeline
 
 log = Logger()
 
+# An HLS player counts as watching while it polled within this many target
+# durations (plus the grace): players reload about once per target duration.
+HLS_VIEWER_TARGETS = 3
+HLS_VIEWER_GRACE_SECONDS = 5.0
+
 # Pause before trying every candidate again after a whole round failed on
 # a channel that had been playing.
 ROUND_RETRY_SECONDS = 2.0
@@ -126,6 +131,12 @@ class ChannelOutput:
         The channel has ended, for ``reason``.
         """
 
+    def status(self, now):
+        """
+        What the status page shows of this output.
+        """
+        return {}
+
 
 class ChannelSession(AttemptOwner):
     """
@@ -164,6 +175,8 @@ class ChannelSession(AttemptOwner):
         self.last_request = self.started_at
         self.requests = 0
         self.outputs = []
+        self.slow_viewers_dropped = 0
+        self._hls_viewers = {}
         self._gop = []
         self._waiters = []
         self._kept_slot = None
@@ -207,12 +220,41 @@ class ChannelSession(AttemptOwner):
 
     # Requests.
 
-    def touch(self):
+    def touch(self, client=None):
         """
         Count a request: it keeps the channel from being stopped as unused.
+        ``client`` (an address) is remembered as an HLS viewer.
         """
-        self.last_request = self.reactor.seconds()
+        now = self.reactor.seconds()
+        self.last_request = now
         self.requests += 1
+        if client is not None:
+            first, _ = self._hls_viewers.get(client, (now, now))
+            self._hls_viewers[client] = (first, now)
+
+    def viewers(self):
+        """
+        Who watches: ``{"ts": [...], "hls": [...]}``, each entry with the
+        viewer's address and how long it has been connected.  An HLS
+        player counts while it polled within three target durations.
+        """
+        now = self.reactor.seconds()
+        recent = HLS_VIEWER_TARGETS * self.playlist.target_duration + HLS_VIEWER_GRACE_SECONDS
+        self._hls_viewers = {a: t for a, t in self._hls_viewers.items() if now - t[1] <= recent}
+        return {
+            "ts": [output.status(now) for output in self.outputs],
+            "hls": [
+                {"format": "hls", "address": address, "connected_for": round(last - first, 1),
+                 "last_request_ago": round(now - last, 1)}
+                for address, (first, last) in sorted(self._hls_viewers.items())
+            ],
+        }
+
+    def viewer_dropped(self):
+        """
+        A TS viewer was dropped for reading too slowly.
+        """
+        self.slow_viewers_dropped += 1
 
     def idle_seconds(self, now):
         """
@@ -790,7 +832,8 @@ class ChannelSession(AttemptOwner):
             "target_duration": self.playlist.target_duration,
             "playlist_seconds": round(self.playlist.duration, 1),
             "measured_kbps": self.playlist.bitrate_kbps(),
-            "outputs": len(self.outputs),
+            "viewers": self.viewers(),
+            "slow_viewers_dropped": self.slow_viewers_dropped,
         }
 
 

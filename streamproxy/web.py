@@ -29,9 +29,10 @@ from werkzeug.routing import BaseConverter
 
 from .channels import normalize_channel_id
 from .dashboard import Dashboard
+from .fanout import TS_TYPE, TSViewer
 from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
-from .playlists import PlaylistCache
+from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
 
@@ -96,6 +97,12 @@ class StaticNameConverter(BaseConverter):
 class BadChannelId(ValueError):
     """
     A path names something that is not a channel number (400).
+    """
+
+
+class BadRequest(ValueError):
+    """
+    A request with a value that makes no sense (400); the message says which.
     """
 
 
@@ -318,7 +325,7 @@ class StreamProxyWeb:
         request.setHeader(b"retry-after", b"10")
         return _error(request, 503, str(failure.value))
 
-    @app.handle_errors(BadChannelId, BadLogQuery)
+    @app.handle_errors(BadChannelId, BadLogQuery, BadRequest)
     def _bad_request(self, request, failure):
         return _error(request, 400, f"Bad request: {failure.getErrorMessage()}.")
 
@@ -399,9 +406,13 @@ class StreamProxyWeb:
         channels = catalog.find_playlist(name)
         if channels is None:
             return _text(request, f"No playlist named {name!r}.", 404)
+        stream_format = _query(request, "format") or self._config.stream_format
+        if stream_format not in STREAM_FILES:
+            raise BadRequest(f"format must be hls or ts, not {stream_format!r}")
         request.setHeader(b"content-type", M3U_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
-        return self._playlists.get(catalog, name, channels, base_url(request)).encode("utf-8")
+        text = self._playlists.get(catalog, name, channels, base_url(request), stream_format)
+        return text.encode("utf-8")
 
     @app.route("/m3u/", methods=["GET", "HEAD"])
     def m3u_index(self, request):
@@ -427,10 +438,28 @@ class StreamProxyWeb:
                 raise UnknownChannel(channel_id)
             text = ""
         else:
-            text = await self._channels.playlist(channel_id)
+            text = await self._channels.playlist(channel_id, client=_host(request))
         request.setHeader(b"content-type", HLS_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
         return text.encode("ascii")
+
+    @app.route("/channel/<channel:channel_id>/stream.ts", methods=["GET", "HEAD"])
+    def stream_ts(self, request, channel_id):
+        """
+        The channel as one continuous MPEG-TS response, lasting until the
+        viewer leaves or the channel ends; it starts the channel.  HEAD
+        answers like the playlist's HEAD and starts nothing.
+        """
+        _open_to_any_origin(request)
+        if request.method == b"HEAD":
+            if self._channels.session(channel_id) is None and channel_id not in self._store.catalog.channels:
+                raise UnknownChannel(channel_id)
+            request.setHeader(b"content-type", TS_TYPE)
+            return b""
+        session = self._channels.tune(channel_id)
+        if session.ended:
+            raise ChannelUnavailable(session.reason or f"channel {channel_id} stopped")
+        return TSViewer(request, session, self._reactor, _client(request)).start()
 
     @app.route("/channel/<channel:channel_id>/<segment:name>", methods=["GET", "HEAD"])
     def segment(self, request, channel_id, name):
@@ -438,7 +467,8 @@ class StreamProxyWeb:
         One segment of a running channel, as video/mp2t.
         """
         _open_to_any_origin(request)
-        path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD")
+        client = _host(request) if request.method != b"HEAD" else None
+        path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD", client=client)
         if path is None:
             return _text(request, f"No segment {name} on channel {channel_id}.", 404)
         resource = File(path, defaultType=SEGMENT_TYPE)
@@ -587,6 +617,18 @@ class StreamProxyWeb:
             },
             compact=True,
         )
+
+
+def _client(request):
+    # host:port of one connection (a TS viewer).
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return f"{host}:{address.port}" if host else "unknown"
+
+
+def _host(request):
+    # The address of an HLS player, which opens connection after connection.
+    return getattr(request.getClientAddress(), "host", None) or "unknown"
 
 
 def _open_to_any_origin(request):
