@@ -181,7 +181,7 @@ class Attempt:
             "source": self.candidate.source,
             "quality": self.candidate.quality,
             "rowid": self.candidate.rowid,
-            "url": media.mask_url(self.candidate.url),
+            "url": self.candidate.display_url,
             "encoding": self.encoding.label,
             "since": self.started_at,
             "live_for": round(now - self.first_segment_at, 1) if self.live else None,

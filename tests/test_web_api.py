@@ -33,12 +33,17 @@ NOW = 1_700_000_000.0
 
 class FakeStore:
     """
-    A store holding a fixed catalog; ``refresh`` rebuilds it.
+    A store holding a fixed catalog, loaded; ``refresh`` rebuilds it.
     """
 
     def __init__(self, candidates):
         self.catalog = Catalog.build(candidates)
         self.refreshes = 0
+        self.loaded = True
+        self.load_error = None
+
+    def when_loaded(self):
+        return defer.succeed(self.catalog)
 
     def refresh(self):
         self.refreshes += 1
@@ -184,6 +189,7 @@ class WebTestCase(TestCase):
     """
 
     password = None
+    allowed_hosts = ()
 
     def setUp(self):
         self.candidates = [
@@ -208,13 +214,14 @@ class WebTestCase(TestCase):
         The application under test, with the test's password setting.
         """
         return StreamProxyWeb(
-            Config(admin_password=self.password),
+            Config(admin_password=self.password, allowed_hosts=self.allowed_hosts),
             self.store,
             Ranking(("prov_a", "prov_b"), ()),
             self.manager,
             logs=self.buffer,
             dvr=dvr,
             reactor=self.clock,
+            own_names=("streambox", "streambox.local"),
         )
 
     @defer.inlineCallbacks
@@ -787,6 +794,8 @@ class CrossSiteTests(WebTestCase):
     come from another site; scripts (no such headers) and the pages
     themselves (same origin) go through.
     """
+
+    allowed_hosts = ("tv.local",)
 
     @defer.inlineCallbacks
     def check(self, method, path, headers, code):

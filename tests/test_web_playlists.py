@@ -17,12 +17,34 @@ from .helpers import candidate
 
 class FakeStore:
     """
-    A store whose catalog and refresh outcome the test sets.
+    A store whose catalog and refresh outcome the test sets; loaded unless
+    the test says otherwise.
     """
 
     def __init__(self, candidates):
         self.catalog = Catalog.build(candidates)
         self.next_refresh = None
+        self.loaded = True
+        self.load_error = None
+        self.waiters = []
+
+    def when_loaded(self):
+        if self.loaded:
+            return defer.succeed(self.catalog)
+        waiter = defer.Deferred()
+        self.waiters.append(waiter)
+        return waiter
+
+    def finish_load(self, candidates=None, error=None):
+        """
+        End the first load, with ``candidates`` or failing with ``error``.
+        """
+        if candidates is not None:
+            self.catalog = Catalog.build(candidates)
+        self.loaded = True
+        self.load_error = error
+        for waiter in self.waiters:
+            waiter.callback(self.catalog)
 
     def refresh(self):
         if isinstance(self.next_refresh, Exception):
@@ -107,7 +129,7 @@ class PlaylistEndpointTests(TestCase):
         /refresh_db_cache reloads and answers with counts.
         """
         self.store.next_refresh = [candidate(9, "9", m3u="main")]
-        response = yield self.client.get("http://h:1/refresh_db_cache")
+        response = yield self.client.get("http://127.0.0.1:1/refresh_db_cache")
         self.assertEqual(response.code, 200)
         body = yield response.json()
         self.assertEqual(body["channels"], 1)
@@ -122,7 +144,7 @@ class PlaylistEndpointTests(TestCase):
         reason, and the old channel list keeps being served.
         """
         self.store.next_refresh = StoreError("/x/streams.db: the database is locked")
-        response, body = yield self.get("http://h:1/refresh_db_cache")
+        response, body = yield self.get("http://127.0.0.1:1/refresh_db_cache")
         self.assertEqual(response.code, 503)
         self.assertIn("locked", body)
         self.flushLoggedErrors()
