@@ -4,10 +4,15 @@ replacement of the URLs the daemon holds, the masking heuristics for the
 others (a table of real-world URL forms), and the scheme rules.
 """
 
+import os
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from streamproxy.config import parse_config
+from streamproxy.ffmpeg import ffmpeg_command
 from streamproxy.urls import (
     KNOWN_URLS,
     KnownUrls,
@@ -390,3 +395,41 @@ class SchemeTests(SynchronousTestCase):
         for local in ("file", "pipe", "fd", "concat", "subfile", "data", "cache"):
             self.assertNotIn(local, wide)
         self.assertEqual(protocol_whitelist_options(("http",)), ["-protocol_whitelist", "crypto,http,tcp"])
+
+
+class FfmpegWhitelistTests(TestCase):
+    """
+    ffmpeg itself is kept to the allowed network protocols, so a local URL
+    that slipped past the table's check still reads nothing.
+    """
+
+    timeout = 30
+
+    def test_command(self):
+        """
+        The whitelist is an input option: it comes before ``-i``.
+        """
+        settings = parse_config({})
+        argv = ffmpeg_command(settings, "http://127.0.0.1:1/x.ts", "/tmp/out", "p")
+        at = argv.index("-protocol_whitelist")
+        self.assertEqual(argv[at + 1], "crypto,http,httpproxy,https,tcp,tls")
+        self.assertLess(at, argv.index("-i"))
+
+    @defer.inlineCallbacks
+    def test_real_ffmpeg_refuses_local_files(self):
+        """
+        The real ffmpeg, given our command for a file:// or concat: URL of
+        a readable file, refuses to open it.
+        """
+        settings = parse_config({})
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        secret = os.path.join(folder, "secret.ts")
+        with open(secret, "wb") as f:
+            f.write(b"\x47" + b"\x00" * 187)
+        for url in (f"file://{secret}", f"concat:{secret}|{secret}", secret):
+            argv = ffmpeg_command(settings, url, folder, "p")
+            out, err, code = yield getProcessOutputAndValue(argv[0], argv[1:], env=dict(os.environ))
+            self.assertNotEqual(code, 0, url)
+            self.assertIn(b"not on whitelist", err, url)
+        self.assertEqual(sorted(os.listdir(folder)), ["secret.ts"])
