@@ -83,6 +83,9 @@ def timed_import(path, db):
 
 
 def main():
+    """
+    Print the header and one line per figure.
+    """
     _common.header(
         "import_speed: python -m streamproxy import-m3u on large provider playlists",
         [f"playlists of {', '.join(f'{n:,}' for n in SIZES)} entries into a table holding "

@@ -352,6 +352,9 @@ class _EventStreamProtocol(Protocol):
         self._alive = False
 
     def dataReceived(self, data):
+        """
+        Parse a chunk of the stream; drop the connection on an overflow.
+        """
         if self.problem is not None:
             return
         for payload in self._parser.feed(data):
@@ -693,6 +696,9 @@ class _Drop(Protocol):
     """
 
     def makeConnection(self, transport):
+        """
+        Drop the connection before any of the body is read.
+        """
         transport.stopProducing()
 
     def connectionLost(self, reason):
@@ -713,6 +719,9 @@ class _BoundedBody(Protocol):
         self.chunks = []
 
     def dataReceived(self, data):
+        """
+        Keep a chunk, or give up once the body is over the limit.
+        """
         if self.finished.called:
             return
         self.size += len(data)
@@ -724,6 +733,9 @@ class _BoundedBody(Protocol):
         self.chunks.append(data)
 
     def connectionLost(self, reason):
+        """
+        The body is complete (or broken off): fire ``finished``.
+        """
         if self.finished.called:
             return
         if reason.check(web_client.ResponseDone, web_client.PotentialDataLoss):

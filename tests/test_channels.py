@@ -51,6 +51,9 @@ class CandidateRowTests(SynchronousTestCase):
     """
 
     def row(self, url):
+        """
+        A row of channel 7 with ``url``.
+        """
         return {"Channel-id": 7, "stream-url": url, "Source": "a", "Stream-quality": "1", "M3U": "main"}
 
     def test_only_allowed_schemes(self):

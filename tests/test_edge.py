@@ -72,9 +72,15 @@ class RawClient(Protocol):
         self.lost = False
 
     def dataReceived(self, data):
+        """
+        Keep what the server sent.
+        """
         self.received += data
 
     def connectionLost(self, reason):
+        """
+        Fire ``closed`` with everything received.
+        """
         self.lost = True
         self.closed.callback(self.received)
 
@@ -88,6 +94,9 @@ class CountingChannel(EdgeChannel):
     received = 0
 
     def dataReceived(self, data):
+        """
+        Count, then handle as usual.
+        """
         self.received += len(data)
         super().dataReceived(data)
 
@@ -105,12 +114,18 @@ class Stream(Resource):
         self.requests = []
 
     def render_GET(self, request):
+        """
+        Start the answer with one chunk and keep it open.
+        """
         request.setHeader(b"content-type", b"video/mp2t")
         request.write(b"G" * 188)
         self.requests.append(request)
         return NOT_DONE_YET
 
     def push(self):
+        """
+        Write one more chunk to every open answer.
+        """
         for request in self.requests:
             request.write(b"G" * 188)
 
@@ -125,6 +140,9 @@ class EdgeTestCase(TestCase):
     password = "s3cret"
 
     def setUp(self):
+        """
+        Serve the application with fakes behind it on 127.0.0.1.
+        """
         self.clock = Clock()
         self.store = FakeStore([
             candidate(1, "7", uniform_name="Seven", url=SECRET_URL),

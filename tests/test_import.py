@@ -37,6 +37,9 @@ class TerminalIO(io.StringIO):
     """
 
     def isatty(self):
+        """
+        Yes, a terminal.
+        """
         return True
 
 
@@ -46,6 +49,9 @@ class ImporterTests(TestCase):
     """
 
     def setUp(self):
+        """
+        A new database in a folder of the test's own.
+        """
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
         self.db = os.path.join(self.folder, "streams.db")

@@ -262,6 +262,9 @@ class KnownUrlTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        A known-URL table of the test's own.
+        """
         self.known = KnownUrls()
 
     def test_forms_the_heuristics_miss(self):

@@ -44,6 +44,9 @@ class FakeStore:
         self.load_error = None
 
     def when_loaded(self):
+        """
+        Loaded already.
+        """
         return defer.succeed(self.catalog)
 
     def refresh(self):

@@ -30,6 +30,9 @@ class FakeStore:
         self.waiters = []
 
     def when_loaded(self):
+        """
+        Fires once the test ends the first load (at once if it has).
+        """
         if self.loaded:
             return defer.succeed(self.catalog)
         waiter = defer.Deferred()
@@ -163,6 +166,9 @@ class FirstLoadTests(TestCase):
     """
 
     def setUp(self):
+        """
+        An application whose store has not finished its first load.
+        """
         self.clock = Clock()
         self.store = FakeStore([])
         self.store.loaded = False
