@@ -138,10 +138,15 @@ class EdgeRequest(Request):
         if problem is None:
             return super().process()
         self.site = self.channel.site
+        # A client that sends such requests gets no second one on this
+        # connection.
+        self.channel.persistent = False
         self.setResponseCode(400)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
         self.setHeader(b"connection", b"close")
-        self.write(problem.encode("utf-8") + b"\n")
+        body = problem.encode("utf-8") + b"\n"
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
         self.finish()
 
     def processingFailed(self, reason):
@@ -155,7 +160,7 @@ class EdgeRequest(Request):
         if not self.startedWriting:
             self.setResponseCode(500)
             self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            self.responseHeaders.removeHeader(b"content-length")
+            self.setHeader(b"content-length", b"%d" % len(b"Internal error.\n"))
             self.write(b"Internal error.\n")
         self.finish()
         return reason

@@ -73,6 +73,9 @@ SEGMENT_TYPE = "video/mp2t"
 FIRST_LOAD_WAIT_SECONDS = 10.0
 LOADING_RETRY_AFTER_SECONDS = 5
 
+# Host names whose refusal is logged (once each); more are refused silently.
+MAX_HOSTS_LOGGED = 100
+
 # A Host header we are willing to echo into playlist URLs: a name or an
 # address with an optional port, nothing that could break out of a URL.
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -363,6 +366,7 @@ class StreamProxyWeb:
         self._static = _read_static(STATIC_DIR)
         self._dashboard = Dashboard(store, ranking, channels, self._dvr, reactor)
         self._own_names = machine_names() if own_names is None else frozenset(own_names)
+        self._refused_hosts = set()
 
     def resource(self):
         """
@@ -421,9 +425,14 @@ class StreamProxyWeb:
     @app.handle_errors(ForeignHost)
     def _foreign_host(self, request, failure):
         host = failure.value.args[0]
-        log.warn("Refused {method} {path} addressed to {host!r}: not a name of this machine "
-                 "(allowed_hosts)", method=request.method.decode("ascii", "replace"),
-                 path=request.path.decode("ascii", "replace"), host=host)
+        # Once per name: a rebinding page may ask many times a second, and
+        # must not push everything else out of the log viewer.
+        if host not in self._refused_hosts and len(self._refused_hosts) < MAX_HOSTS_LOGGED:
+            self._refused_hosts.add(host)
+            log.warn("Refused {method} {path} addressed to {host!r}: not a name of this machine "
+                     "(allowed_hosts); further requests under this name are refused silently",
+                     method=request.method.decode("ascii", "replace"),
+                     path=request.path.decode("ascii", "replace"), host=host)
         return _error(
             request,
             403,
