@@ -174,7 +174,7 @@ _SECRET_NAMES = frozenset(
 # Long opaque strings with letters and digits are usually tokens; readable
 # names (no digits) and plain numbers are not.
 _TOKENISH = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-=.%~+]{16,}$")
-# A resource name: a number or a name with an extension (1001.ts, index.m3u8).
+# A numbered resource, as Xtream ids are (1001, 1001.ts).
 _NUMBERED = re.compile(r"^\d+(?:\.[A-Za-z0-9]{1,5})?$")
 _HAS_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 # Schemes whose last path component is the stream key.
