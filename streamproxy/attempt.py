@@ -502,7 +502,7 @@ class Attempt:
             "source": self.candidate.source,
             "quality": self.candidate.quality,
             "rowid": self.candidate.rowid,
-            "url": media.mask_url(self.candidate.url),
+            "url": self.candidate.display_url,
             "encoding": self.encoding.label,
             "phase": self.phase.value,
             "since": self.started_at,

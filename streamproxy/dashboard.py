@@ -1,15 +1,17 @@
 """
 What the status page and the JSON API show: running channels, sources,
 Channels DVR and the channel list, shaped from the manager, the store and
-the DVR tracker, with provider credentials masked everywhere.
+the DVR tracker, with provider credentials masked everywhere: stream URLs
+in their display form (:attr:`~streamproxy.channels.Candidate.display_url`),
+and every other string through :func:`streamproxy.urls.mask_text`.
 """
 
 import re
 
 from twisted.logger import Logger
 
-from . import media
 from .channels import channel_sort_key
+from .urls import mask_text
 
 log = Logger()
 
@@ -24,7 +26,7 @@ def masked(value):
     string, so nothing the API or the pages show can leak a password.
     """
     if isinstance(value, str):
-        return media.mask_url(value) if "://" in value else value
+        return mask_text(value) if "/" in value else value
     if isinstance(value, dict):
         return {key: masked(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -33,7 +35,7 @@ def masked(value):
 
 
 # A logo is an image file: a URL ending so, with no user name, password or
-# query string in it, holds no credentials even when mask_url (made for
+# query string in it, holds no credentials even when mask_text (made for
 # stream URLs, and cautious) would hide its folders.
 _IMAGE_URL = re.compile(r"^https?://[^/@?#]+/[^?#@]*\.(?:png|jpe?g|gif|svg|webp|ico)$", re.IGNORECASE)
 
@@ -45,7 +47,7 @@ def _logo(candidates):
     """
     for candidate in candidates:
         logo = candidate.logo
-        if logo and (_IMAGE_URL.match(logo) or media.mask_url(logo) == logo):
+        if logo and (_IMAGE_URL.match(logo) or mask_text(logo) == logo):
             return logo
     return ""
 
@@ -75,7 +77,7 @@ class Dashboard:
         self._channels = channels
         self._dvr = dvr
         self._reactor = reactor
-        self._masked_urls = (None, {})
+        self._display_urls = (None, {})
 
     def status(self):
         """
@@ -144,7 +146,7 @@ class Dashboard:
         failures = getattr(self._channels, "failures", None)
         penalised = failures.recent(now) if failures is not None else frozenset()
         sessions = getattr(self._channels, "sessions", None) or {}
-        urls = self._masked_urls_of(catalog)
+        urls = self._display_urls_of(catalog)
         channels = []
         for channel_id in sorted(catalog.channels, key=channel_sort_key):
             candidates = catalog.channels[channel_id]
@@ -187,9 +189,9 @@ class Dashboard:
             )
         return {"now": now, "count": len(channels), "channels": channels}
 
-    def _masked_urls_of(self, catalog):
-        # Masking every URL of a large table takes a while: once per load.
-        if self._masked_urls[0] is not catalog:
-            self._masked_urls = (catalog, {c.rowid: media.mask_url(c.url) for c in catalog.candidates})
-        return self._masked_urls[1]
+    def _display_urls_of(self, catalog):
+        # Shaping every URL of a large table takes a while: once per load.
+        if self._display_urls[0] is not catalog:
+            self._display_urls = (catalog, {c.rowid: c.display_url for c in catalog.candidates})
+        return self._display_urls[1]
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from . import media
 from .processes import ChildProtocol
+from .urls import protocol_whitelist_options
 
 log = Logger()
 
@@ -91,6 +92,9 @@ def ffmpeg_command(settings, url, encoding=Encoding()):
         str(ANALYZE_DURATION_US),
         "-rw_timeout",
         str(READ_TIMEOUT_US),
+        # Only the network protocols of allowed_url_schemes, for the input
+        # and everything it opens (HLS segments, redirects): never file:.
+        *protocol_whitelist_options(settings.allowed_url_schemes),
         "-i",
         url,
         "-map",

@@ -2,14 +2,23 @@
 Filling the ``LiveStreams`` table from a provider's M3U playlist.
 
 Used by ``python -m streamproxy import-m3u``; it runs outside the daemon, so
-plain blocking ``sqlite3`` is right here.
+plain blocking ``sqlite3`` is right here.  The work is linear in the
+playlist and the table: the table is read once into dictionaries, and rows
+are written in batches of :data:`BATCH_ROWS`, each its own transaction.
 """
 
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from .channels import normalize_channel_id
 from .store import TABLE
+from .urls import DEFAULT_SCHEMES, scheme_problem, url_scheme
+
+# Entries written per transaction: an interrupted import keeps what it
+# wrote (importing again updates rather than duplicates), and a running
+# daemon's refresh never waits for more than one batch.
+BATCH_ROWS = 5000
 
 _ATTRIBUTE = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*"([^"]*)"')
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
@@ -92,18 +101,30 @@ def _channel_number(attributes):
     return None
 
 
-def import_entries(connection, entries, source, quality, m3u):
+@dataclass
+class ImportResult:
     """
-    Add ``entries`` to the table as candidates of ``source`` in ``quality``
-    listed in playlist ``m3u``.
+    What an import did: rows ``added`` and ``updated``, and the entries
+    ``skipped`` because their URL's scheme is not allowed, counted by scheme.
+    """
 
-    A stream already present for the same source and URL is updated rather
-    than added twice.  Channels are matched to existing ones by guide id,
-    then by name (case ignored), so a second provider's copy of a channel
-    joins it; otherwise the playlist's channel number is used when free, else
-    the next free number.
+    added: int = 0
+    updated: int = 0
+    skipped: Counter = field(default_factory=Counter)
 
-    :return: ``(added, updated)`` counts.
+    @property
+    def skipped_count(self):
+        """
+        How many entries were skipped.
+        """
+        return sum(self.skipped.values())
+
+
+def _existing_channels(connection):
+    """
+    ``(by_guide, by_name, used, highest)`` of the table's channels: guide
+    id and name (case folded) to channel id, the ids in use, the highest
+    whole number.
     """
     by_guide = {}
     by_name = {}
@@ -123,57 +144,101 @@ def import_entries(connection, entries, source, quality, m3u):
         for value in (uniform, name):
             if value:
                 by_name.setdefault(str(value).strip().casefold(), key)
-    added = updated = 0
-    for entry in entries:
-        attributes = entry.attributes
-        guide_id = attributes.get("tvg-id", "")
-        display = entry.name
-        channel_id = by_guide.get(guide_id) if guide_id else None
-        channel_id = channel_id or by_name.get(display.casefold())
-        if channel_id is None:
-            wanted = _channel_number(attributes)
-            if wanted is not None and wanted not in used:
-                channel_id = wanted
-            else:
-                highest += 1
-                channel_id = str(highest)
-        used.add(channel_id)
-        highest = max(highest, int(channel_id.partition(".")[0]))
-        if guide_id:
-            by_guide.setdefault(guide_id, channel_id)
-        by_name.setdefault(display.casefold(), channel_id)
-        number = float(channel_id) if "." in channel_id else int(channel_id)
-        values = {
-            "Channel-id": number,
-            "Stream-name": attributes.get("tvg-name") or display,
-            "stream-url": entry.url,
-            "Source": source,
-            "Stream-quality": quality,
-            "M3U": m3u,
-            "TV-Logo": attributes.get("tvg-logo", ""),
-            "Group-title": attributes.get("group-title", ""),
-            "Uniform-name": display,
-            "TV-guide-id": guide_id,
-            "TV-guide-name": attributes.get("tvg-name", ""),
-        }
-        existing = connection.execute(
-            f'SELECT rowid FROM {TABLE} WHERE "Source" = ? AND "stream-url" = ?',
-            (source, entry.url),
-        ).fetchone()
-        names = list(values)
-        if existing:
-            assignments = ", ".join(f'"{n}" = ?' for n in names)
-            connection.execute(
-                f"UPDATE {TABLE} SET {assignments} WHERE rowid = ?",
-                [values[n] for n in names] + [existing[0]],
-            )
-            updated += 1
+    return by_guide, by_name, used, highest
+
+
+_NAMES = ("Channel-id", "Stream-name", "stream-url", "Source", "Stream-quality", "M3U", "TV-Logo",
+          "Group-title", "Uniform-name", "TV-guide-id", "TV-guide-name")
+_UPDATE = f"UPDATE {TABLE} SET " + ", ".join(f'"{n}" = ?' for n in _NAMES) + " WHERE rowid = ?"
+_INSERT = (
+    f"INSERT INTO {TABLE} (" + ", ".join(f'"{n}"' for n in _NAMES + ("Stream-status", "Uptime", "Downtime"))
+    + ") VALUES (" + ", ".join("?" for _ in range(len(_NAMES) + 3)) + ")"
+)
+
+
+def import_entries(connection, entries, source, quality, m3u, allowed_schemes=DEFAULT_SCHEMES,
+                   batch_rows=BATCH_ROWS, progress=None):
+    """
+    Add ``entries`` to the table as candidates of ``source`` in ``quality``
+    listed in playlist ``m3u``, committing every ``batch_rows`` entries.
+
+    A stream already present for the same source and URL is updated rather
+    than added twice.  Channels are matched to existing ones by guide id,
+    then by name (case ignored), so a second provider's copy of a channel
+    joins it; otherwise the playlist's channel number is used when free, else
+    the next free number.  Entries whose URL's scheme is not one of
+    ``allowed_schemes`` (``file://``, ``concat:``...) are skipped and
+    counted.  ``progress(done, total)`` is called after each batch.
+
+    :return: an :class:`ImportResult`.
+    """
+    by_guide, by_name, used, highest = _existing_channels(connection)
+    rows_of_source = {
+        url: rowid
+        for rowid, url in connection.execute(
+            f'SELECT rowid, "stream-url" FROM {TABLE} WHERE "Source" = ? ORDER BY rowid DESC', (source,)
+        )
+    }
+    result = ImportResult()
+    total = len(entries)
+    cursor = connection.cursor()
+    for done, entry in enumerate(entries, 1):
+        if scheme_problem(entry.url, allowed_schemes) is not None:
+            result.skipped[url_scheme(entry.url) or "no scheme"] += 1
         else:
-            columns = ", ".join(f'"{n}"' for n in names + ["Stream-status", "Uptime", "Downtime"])
-            marks = ", ".join("?" for _ in range(len(names) + 3))
-            connection.execute(
-                f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})",
-                [values[n] for n in names] + ["unknown", 0, 0],
+            channel_id, highest = _place(entry, by_guide, by_name, used, highest)
+            attributes = entry.attributes
+            number = float(channel_id) if "." in channel_id else int(channel_id)
+            values = (
+                number,
+                attributes.get("tvg-name") or entry.name,
+                entry.url,
+                source,
+                quality,
+                m3u,
+                attributes.get("tvg-logo", ""),
+                attributes.get("group-title", ""),
+                entry.name,
+                attributes.get("tvg-id", ""),
+                attributes.get("tvg-name", ""),
             )
-            added += 1
-    return added, updated
+            rowid = rows_of_source.get(entry.url)
+            if rowid is not None:
+                cursor.execute(_UPDATE, values + (rowid,))
+                result.updated += 1
+            else:
+                cursor.execute(_INSERT, values + ("unknown", 0, 0))
+                rows_of_source[entry.url] = cursor.lastrowid
+                result.added += 1
+        if done % batch_rows == 0 or done == total:
+            connection.commit()
+            if progress is not None:
+                progress(done, total)
+    connection.commit()
+    return result
+
+
+def _place(entry, by_guide, by_name, used, highest):
+    """
+    The channel id of ``entry`` and the new highest whole number, noting
+    the entry's guide id and name for the entries after it.
+    """
+    attributes = entry.attributes
+    guide_id = attributes.get("tvg-id", "")
+    display = entry.name
+    folded = display.casefold()
+    channel_id = by_guide.get(guide_id) if guide_id else None
+    channel_id = channel_id or by_name.get(folded)
+    if channel_id is None:
+        wanted = _channel_number(attributes)
+        if wanted is not None and wanted not in used:
+            channel_id = wanted
+        else:
+            highest += 1
+            channel_id = str(highest)
+    used.add(channel_id)
+    highest = max(highest, int(channel_id.partition(".")[0]))
+    if guide_id:
+        by_guide.setdefault(guide_id, channel_id)
+    by_name.setdefault(folded, channel_id)
+    return channel_id, highest

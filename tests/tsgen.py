@@ -301,7 +301,7 @@ def stream(spec=None, **kwargs):
                 payload = frame_payload(audio_count[track], 200 * spec.audio_frames, audio=True)
                 out.append(mux.pes(pid, 0xC0 + track, payload, audio_next[track]))
                 if spec.pcr_only:
-                    out.append(mux.pcr_only(audio_next[track] - PCR_DELAY))
+                    out.append(mux.pcr_only(dts - tick // 2 - PCR_DELAY))
                 audio_next[track] += audio_step
                 audio_count[track] += 1
         in_gop = index % gop
