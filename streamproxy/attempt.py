@@ -19,6 +19,7 @@ news from an attempt the owner has already given up is easy to ignore.
 """
 
 import enum
+from collections import deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -48,11 +49,15 @@ QUIET_SECONDS_HLS = 7.0
 SLOW_RATE = 0.8
 MIN_RATE_WINDOW_SECONDS = 2.0
 
+# Media an attempt that is not yet live keeps for its start, seconds: whole
+# GOPs, the oldest starting at most this long before the newest keyframe.
+BUFFER_SECONDS = 6.0
+
 # Buffering events older than this no longer count towards buffer_threshold.
 BUFFER_WINDOW_SECONDS = 60.0
 
 
-class Phase(enum.Enum):
+class Phase(str, enum.Enum):
     """
     Where an attempt is in its life (see the module docstring).
     """
@@ -134,7 +139,7 @@ class Attempt:
         self.bytes_read = 0
         self.last_media_at = None
         self._reader = TSReader()
-        self._gop = []
+        self._gops = deque()
         self._psi = {}
         self._report_ok = False
         self._probe_slot = None
@@ -148,6 +153,7 @@ class Attempt:
         self._media_seconds = 0.0
         self._rate_mark = None
         self.ended = defer.Deferred()
+        self._slot_free = defer.Deferred()
 
     # Starting.
 
@@ -298,36 +304,29 @@ class Attempt:
     # Media bookkeeping.
 
     def _buffer(self, units):
-        # Keep what a viewer needs to start: the last PAT and PMT and
-        # everything from the latest keyframe on.
+        # Until it goes live, keep what a viewer is to start with: the
+        # GOPs (each opened by the PAT and PMT before its keyframe) of the
+        # last BUFFER_SECONDS.  Given at once on going live, they refill
+        # the viewers' buffers after a switch.
         for unit in units:
-            if unit.kind == PES:
-                if unit.stream == VIDEO and unit.key and unit.dts is not None:
-                    self._gop = [u for u in (self._psi.get("pat"), self._psi.get("pmt")) if u is not None]
-                    self._gop.append(unit)
-                elif self._gop:
-                    self._gop.append(unit)
+            if unit.kind == PES and unit.stream == VIDEO and unit.key and unit.dts is not None:
+                head = [u for u in (self._psi.get("pat"), self._psi.get("pmt")) if u is not None]
+                self._gops.append((unit.dts, head + [unit]))
+                while len(self._gops) > 1 and (unit.dts - self._gops[1][0]) % (1 << 33) >= BUFFER_SECONDS * CLOCK_HZ:
+                    self._gops.popleft()
             elif unit.kind in ("pat", "pmt"):
                 self._psi[unit.kind] = unit
-            elif self._gop:
-                self._gop.append(unit)
+                if self._gops:
+                    self._gops[-1][1].append(unit)
+            elif self._gops:
+                self._gops[-1][1].append(unit)
 
     @property
     def has_access_point(self):
         """
         Whether a keyframe (with its PAT and PMT) is buffered.
         """
-        return bool(self._gop)
-
-    @property
-    def buffered_seconds(self):
-        """
-        Seconds of video buffered from the latest keyframe on.
-        """
-        times = [u.dts for u in self._gop if u.kind == PES and u.stream == VIDEO and u.dts is not None]
-        if len(times) < 2:
-            return 0.0
-        return ((times[-1] - times[0]) % (1 << 33)) / CLOCK_HZ
+        return bool(self._gops)
 
     def _clock(self, dts):
         if self._media_clock is None:
@@ -361,7 +360,8 @@ class Attempt:
         now = self.reactor.seconds()
         self.live_at = now
         self._rate_mark = (now, self._media_seconds)
-        units, self._gop = self._gop, []
+        units = [unit for _, gop in self._gops for unit in gop]
+        self._gops.clear()
         self._arm_watchdog()
         return units
 
@@ -438,47 +438,45 @@ class Attempt:
 
     def stop(self, keep_slot=False):
         """
-        Stop the processes (TERM, then KILL).  With ``keep_slot`` the slot
-        is not given back but handed to whoever waits on the result.
-        Returns a Deferred firing, once everything has exited, with the
-        slot when kept (else None).
+        Stop the processes (TERM, then KILL).  Returns a Deferred firing
+        once ffmpeg has exited, when its slot is given back or, with
+        ``keep_slot``, handed on: the Deferred fires with the slot then
+        (else with None).  :meth:`when_ended` fires once every process,
+        ffprobe included, has exited.
         """
         if self.phase is not Phase.ENDED:
             self._keep_slot = self._keep_slot or keep_slot
         if self.phase in (Phase.ENDING, Phase.ENDED):
-            return self._ended_copy()
+            return _copy(self._slot_free)
         self.phase = Phase.ENDING
         self._cancel_timers()
-        self._gop = []
-        stops = []
-        if self.process is not None:
-            stops.append(self.process.stop())
-        if self.probe is not None:
-            stops.append(self.probe.stop())
-        done = defer.DeferredList(stops, consumeErrors=True)
+        self._gops.clear()
+        ffmpeg = self.process.stop() if self.process is not None else defer.succeed(None)
+        probe = self.probe.stop() if self.probe is not None else defer.succeed(None)
 
-        def exited(_):
-            self.phase = Phase.ENDED
-            self.ended_at = self.reactor.seconds()
-            kept = None
+        def ffmpeg_exited(_):
+            # The slot is ffmpeg's connection; a probe still running holds
+            # a slot of its own.
             if self._keep_slot:
-                kept = self.slot
+                self._slot_free.callback(self.slot)
             else:
                 self.slot.release()
-            self.ended.callback(kept)
+                self._slot_free.callback(None)
 
-        done.addCallback(exited)
-        return self._ended_copy()
+        def all_exited(_):
+            self.phase = Phase.ENDED
+            self.ended_at = self.reactor.seconds()
+            self.ended.callback(None)
 
-    def _ended_copy(self):
-        d = defer.Deferred()
+        ffmpeg.addCallback(ffmpeg_exited)
+        defer.DeferredList([ffmpeg, probe], consumeErrors=True).addCallback(all_exited)
+        return _copy(self._slot_free)
 
-        def relay(result):
-            d.callback(result)
-            return result
-
-        self.ended.addBoth(relay)
-        return d
+    def when_ended(self):
+        """
+        A Deferred firing once every process of this attempt has exited.
+        """
+        return _copy(self.ended)
 
     def _cancel_timers(self):
         for call in self._timers + [self._quiet, self._stall]:
@@ -512,3 +510,17 @@ class Attempt:
             "bitrate_kbps": round(self.bytes_read * 8 / 1000 / live_for) if live_for and live_for >= 1 else None,
             "video": self.facts.video_codec if self.facts else None,
         }
+
+
+def _copy(deferred):
+    """
+    A Deferred firing with ``deferred``'s result, leaving its chain alone.
+    """
+    copy = defer.Deferred()
+
+    def relay(result):
+        copy.callback(result)
+        return result
+
+    deferred.addCallback(relay)
+    return copy

@@ -291,6 +291,10 @@ class TSReader:
         self.pmt_pid = None
         self.streams = {}
         self.skipped = 0
+        # Looking for sync: a sync byte is believed only once the byte a
+        # packet after it is a sync byte too, so what is read never depends
+        # on where the chunks happened to end.
+        self._hunting = True
 
     def feed(self, data):
         """
@@ -299,13 +303,13 @@ class TSReader:
         buf = self._rest + data if self._rest else data
         start = 0
         size = len(buf)
-        if size and buf[0] != SYNC_BYTE:
+        if self._hunting or (size and buf[0] != SYNC_BYTE):
             start = self._resync(buf, 0)
         units = []
         pending = self._open
         pieces = None if pending is None else [pending]
         psi_pids = (PAT_PID, SDT_PID, self.pmt_pid)
-        end = start + (size - start) // PACKET_SIZE * PACKET_SIZE
+        end = start if self._hunting else start + (size - start) // PACKET_SIZE * PACKET_SIZE
         offset = start
         run_start = None
         while offset < end:
@@ -313,9 +317,8 @@ class TSReader:
                 if run_start is not None:
                     pieces.append(buf[run_start:offset])
                     run_start = None
-                skip_to = self._resync(buf, offset)
-                offset = skip_to
-                end = offset + (size - offset) // PACKET_SIZE * PACKET_SIZE
+                offset = self._resync(buf, offset)
+                end = offset if self._hunting else offset + (size - offset) // PACKET_SIZE * PACKET_SIZE
                 continue
             b1 = buf[offset + 1]
             pid = ((b1 & 0x1F) << 8) | buf[offset + 2]
@@ -350,18 +353,27 @@ class TSReader:
         return units
 
     def _resync(self, buf, offset):
+        # The first sync byte from ``offset`` on that the byte a packet
+        # later confirms.  When the buffer ends before that byte, the
+        # candidate is returned with _hunting still set: the caller keeps
+        # the bytes from there for the next feed to decide.
         size = len(buf)
         position = offset
-        while position < size:
+        while True:
             found = buf.find(b"\x47", position)
             if found < 0:
-                break
-            if found + PACKET_SIZE >= size or buf[found + PACKET_SIZE] == SYNC_BYTE:
+                self.skipped += size - offset
+                self._hunting = True
+                return size
+            if found + PACKET_SIZE >= size:
                 self.skipped += found - offset
+                self._hunting = True
+                return found
+            if buf[found + PACKET_SIZE] == SYNC_BYTE:
+                self.skipped += found - offset
+                self._hunting = False
                 return found
             position = found + 1
-        self.skipped += size - offset
-        return size
 
     def _finish(self, pieces):
         data = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytearray) else bytearray().join(pieces)

@@ -100,11 +100,14 @@ class Segmenter:
         after this.
         """
         gone = []
+        if piece.splice and self._file is not None:
+            # The old source's last segment ends with its own last frame,
+            # not where the new source is placed (after the old audio, or
+            # after reordered frames), which may be later.
+            gone = self.flush()
         if piece.time is not None:
             self._learn(piece)
-        if piece.splice and self._file is not None:
-            gone = self.flush(piece.time)
-        elif self._file is not None and piece.time is not None:
+        if self._file is not None and piece.time is not None:
             duration = piece.time - self._start
             if self.policy.should_cut(duration, piece.mark, self._index, self._frame, self._gop):
                 gone = self._finish(duration)
@@ -118,13 +121,17 @@ class Segmenter:
     def flush(self, end=None):
         """
         End the segment under way now (its source ended or stalled) at
-        output time ``end`` (seconds; the timeline's end when None).
+        output time ``end`` (seconds).  By default it ends a frame interval
+        after its last video frame, the way a cut segment is measured: the
+        timeline's end can lie later (a B-frame shown after the last one
+        decoded), and counting that could take the duration past what the
+        cut policy allows.
         """
         if self._file is None:
             return []
         if end is None:
-            end = self.timeline.end_seconds
-        duration = max(0.0, (end or self._start) - self._start)
+            end = self._last_frame_time + self._frame
+        duration = max(0.0, end - self._start)
         return self._finish(duration)
 
     def close(self):

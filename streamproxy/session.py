@@ -52,7 +52,7 @@ class ChannelUnavailable(Exception):
     """
 
 
-class ChannelState(enum.Enum):
+class ChannelState(str, enum.Enum):
     """
     Where a channel is in its life.
     """
@@ -609,8 +609,11 @@ class ChannelSession(AttemptOwner):
         elif was_live:
             self._tell("stream_stopped", candidate, now - attempt.live_at)
         self.tried[candidate.rowid] = (candidate.label, reason)
-        if not penalise and not self._remaining():
-            self.tried = {}  # a switch on a one-candidate channel restarts it
+        if not penalise and not any(
+            c.source == candidate.source or self.slots.has_room(c.source) for c in self._remaining()
+        ):
+            # A switch with nowhere else to go now restarts this stream.
+            self.tried = {}
         if was_live:
             self.failovers.append({"at": now, "from": candidate.label, "reason": reason, "gap": None})
             self._move(S.SWITCHING)
@@ -638,19 +641,18 @@ class ChannelSession(AttemptOwner):
         the new ffmpeg starts once the old one has exited, so the provider
         never sees two connections.
         """
-        standby = attempt is self.standby
         ended = attempt.stop(keep_slot=True)
-        self._endings.append(ended)
+        self._endings.append(attempt.when_ended())
 
         def relaunch(slot):
             if self.ended or (self.standby is not attempt and self.attempt is not attempt):
                 slot.release()
                 return
             new = self._new_attempt(attempt.candidate, slot, encoding)
-            if standby:
-                self.standby = new
-            else:
+            if self.attempt is attempt:
                 self.attempt = new
+            else:
+                self.standby = new
             new.start()
 
         ended.addCallback(relaunch)
@@ -669,7 +671,7 @@ class ChannelSession(AttemptOwner):
             self._release_kept_slot()
             self._kept_source = attempt.candidate.source
         ended = attempt.stop(keep_slot=keep)
-        self._endings.append(ended)
+        self._endings.append(attempt.when_ended())
         if keep:
             self._kept_pending = ended
 

@@ -79,10 +79,11 @@ class Timeline:
         self._frame_ticks = DEFAULT_FRAME_TICKS
         self._last_dts = None
         self._max_pts = None
-        self._audio_end = None
-        self._audio_last = None
-        self._audio_frame_ticks = 0
-        self._audio_after_splice = False
+        # Audio, per PID: several tracks interleave, each on its own clock.
+        self._audio_last = {}  # PID: output PTS of its last PES, this source
+        self._audio_ticks = {}  # PID: the interval of its PES
+        self._audio_end = None  # output time right after the latest audio
+        self._audio_floor = None  # the old source's audio end at the last splice
         self.splices = 0
         self.dropped_units = 0
         self.source = 0
@@ -140,11 +141,13 @@ class Timeline:
         else:
             # The new keyframe follows the last frame shown, and its
             # presentation follows every frame and audio sample before it.
-            gap = unit.pts - unit.dts
-            target = max(self.end, (self._audio_end or 0) - gap)
+            # (Unwrapped: a PTS just past 2**33 with its DTS just before.)
+            gap = unwrap(unit.pts, unit.dts) - unit.dts
+            target = self.end if self._audio_end is None else max(self.end, self._audio_end - gap)
             self._offset = target - unit.dts
             self._version = (self._version + 1) % 32
-            self._audio_after_splice = True
+            self._audio_floor = self._audio_end
+            self._audio_last = {}
             self.splices += 1
         self._started = True
 
@@ -168,19 +171,20 @@ class Timeline:
             time = dts / CLOCK_HZ
         elif unit.pts is not None:
             pts = unwrap(unit.pts, self._reference) + self._offset
+            dts = None if unit.dts is None else unwrap(unit.dts, self._reference) + self._offset
             if unit.stream == AUDIO:
-                splice_audio, self._audio_after_splice = self._audio_after_splice, False
-                if self._audio_last is not None and (pts <= self._audio_last or splice_audio and pts < self._audio_end):
+                last = self._audio_last.get(unit.pid)
+                if (last is not None and pts <= last) or (self._audio_floor is not None and pts < self._audio_floor):
                     # The start of a new source overlapping the last audio
                     # of the old one: a clock must never go back.
                     self.dropped_units += 1
-                    self._audio_after_splice = splice_audio
                     return self._flush_held(held) if held else []
-                if self._audio_last is not None and pts - self._audio_last <= MAX_FRAME_TICKS:
-                    self._audio_frame_ticks = pts - self._audio_last
-                self._audio_last = pts
-                self._audio_end = pts + self._audio_frame_ticks
-            self._write_pes_times(data, pts, None)
+                if last is not None and pts - last <= MAX_FRAME_TICKS:
+                    self._audio_ticks[unit.pid] = pts - last
+                self._audio_last[unit.pid] = pts
+                end = pts + self._audio_ticks.get(unit.pid, 0)
+                self._audio_end = end if self._audio_end is None else max(self._audio_end, end)
+            self._write_pes_times(data, pts, dts)
         if mark == ACCESS:
             prefix = self._access_prefix(held)
             self._rewrite_packets(data)
@@ -216,6 +220,8 @@ class Timeline:
             self._pat = bytearray(pat.data[: mpegts.PACKET_SIZE])
         if pmt is not None:
             self._pmt = bytearray(pmt.data[: mpegts.PACKET_SIZE])
+        if self._pmt is not None:
+            # Also when the stored PMT stands in for a new source's own.
             mpegts.set_section_version(self._pmt, 0, self._version)
         out += self.psi_prefix()
         return bytes(out)

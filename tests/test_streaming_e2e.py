@@ -161,6 +161,19 @@ class HLSClient(protocol.ProcessProtocol):
         return self.out_times[-1][1] if self.out_times else None
 
     @defer.inlineCallbacks
+    def finish(self):
+        """
+        Stop ffmpeg the way a user does (INT), so its output file ends
+        with whole packets, and wait for it to exit.
+        """
+        if not self.exited:
+            self.transport.signalProcess("INT")
+            killer = reactor.callLater(5, self.kill)
+            yield self.ended
+            if killer.active():
+                killer.cancel()
+
+    @defer.inlineCallbacks
     def kill(self):
         if not self.exited:
             self.transport.signalProcess("KILL")

@@ -205,6 +205,7 @@ class TSOutputTests(StreamingTestCase):
         client.loglevel = "warning"
         client.start()
         self.addCleanup(client.kill)
+        raw = yield self.connect(b"/channel/1/stream.ts")
         yield wait_until(lambda: client.out_time(), timeout=15)
         yield sleep(3)
         self.upstream.set_fault("a", Fault.stall())
@@ -213,12 +214,16 @@ class TSOutputTests(StreamingTestCase):
         yield sleep(6)
         self.assertFalse(client.exited, client.stderr)
         self.assertGreater(client.out_time(), at_switch + 4)
-        yield client.kill()
+        yield client.finish()
         self.assertNotIn(b"orrupt", client.stderr)
         self.assertNotIn(b"Non-monoton", client.stderr)
-        out, err, code = yield getProcessOutputAndValue(
-            FFMPEG, ["-v", "error", "-i", recording, "-f", "null", "-"])
-        self.assertEqual(err.strip(), b"", err)
+        served = os.path.join(folder, "served.ts")
+        with open(served, "wb") as f:
+            f.write(raw.body)
+        for path in (served, recording):
+            out, err, code = yield getProcessOutputAndValue(
+                FFMPEG, ["-v", "error", "-i", path, "-f", "null", "-"])
+            self.assertEqual(err.strip(), b"", (path, err))
 
     @defer.inlineCallbacks
     def test_errors_and_playlist_format(self):
