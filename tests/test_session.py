@@ -428,7 +428,7 @@ class FailoverTests(Harness):
         self.assertEqual(session.status()["current"]["source"], "b")
         self.assertEqual(self.in_use(), {"b": 1})
         self.assertIn("was ready", session.failovers[-1]["reason"])
-        self.assertEqual(session.failovers[-1]["gap"], QUICK_STALL_SECONDS_TS)
+        self.assertLessEqual(abs(session.failovers[-1]["gap"] - QUICK_STALL_SECONDS_TS), 0.11)
 
     def test_stream_that_delivers_again_drops_its_successor(self):
         """
