@@ -41,12 +41,12 @@ STALL_SECONDS_HLS = 12.0
 
 # Seconds without new media after which a stall is suspected: the channel
 # may start its next candidate alongside, so it is ready at the verdict.
-QUIET_SECONDS_TS = 1.5
+QUIET_SECONDS_TS = 1.0
 QUIET_SECONDS_HLS = 7.0
 
 # With its successor ready alongside, a stream quiet this long is given up
 # before the full stall verdict: a viewer's buffer is only a few seconds.
-QUICK_STALL_SECONDS_TS = 2.5
+QUICK_STALL_SECONDS_TS = 2.0
 QUICK_STALL_SECONDS_HLS = 9.0
 
 # Media arriving slower than this fraction of real time, measured over at

@@ -49,7 +49,7 @@ class Config:
     inactivity_timeout: float = 30
     ffprobe_timeout: float = 10
     dvr_poll_interval: float = 30
-    hls_time: float = 6
+    hls_time: float = 1
     hls_list_size: int = 3
     segment_dir: str = field(default_factory=_default_segment_dir)
     ffmpeg_path: str = "ffmpeg"

@@ -59,7 +59,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(config.quality_priority, ("1", "2", "3", "4", "5"))
         self.assertEqual(config.source_priority, ())
         self.assertEqual(config.source_limits, {})
-        self.assertEqual((config.hls_time, config.hls_list_size), (6, 3))
+        self.assertEqual((config.hls_time, config.hls_list_size), (1, 3))
         self.assertEqual(config.inactivity_timeout, 30)
         self.assertIsNone(config.channels_dvr_url)
         self.assertTrue(os.path.isabs(config.ffmpeg_path))

@@ -119,7 +119,7 @@ class PlaybackRulesTests(StreamingTestCase):
         yield self.serve(
             [row(1, self.live(n), source=f"prov_{n}") for n in "abc"],
             source_priority=["prov_a", "prov_b", "prov_c"],
-            hls_time=2,
+            hls_time=1,
             hls_list_size=3,
             stream_start_timeout=8,
         )
@@ -179,7 +179,7 @@ class PlaybackRulesTests(StreamingTestCase):
         targets = {p["target"] for _, p in seen}
         self.assertEqual(len(targets), 1, targets)
         target = targets.pop()
-        self.assertEqual(target, 2)
+        self.assertEqual(target, 1)
         tags, flags, listed_enough = set(), {}, False
         for when, playlist in seen:
             segments = playlist["segments"]

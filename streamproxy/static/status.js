@@ -236,7 +236,13 @@ function updateCard(card, entry, now) {
   }
   const watchers = (entry.dvr_activity || []).map((a) => a.sentence || `${a.kind || "active"}${a.client ? " on " + a.client : ""}`);
   const requests = `${entry.requests} request${entry.requests === 1 ? "" : "s"}`;
-  setText(f.viewers, [`last request ${duration(entry.last_request_ago)} ago`, requests, ...watchers].join(" · "));
+  const viewers = entry.viewers || { ts: [], hls: [] };
+  const who = [...(viewers.ts || []), ...(viewers.hls || [])]
+    .map((v) => `${v.format.toUpperCase()} ${v.address} for ${duration(v.connected_for)}`);
+  const counts = `${(viewers.ts || []).length} TS, ${(viewers.hls || []).length} HLS`;
+  const dropped = entry.slow_viewers_dropped ? `${entry.slow_viewers_dropped} dropped as too slow` : null;
+  setText(f.viewers, [counts, ...who, dropped, `last request ${duration(entry.last_request_ago)} ago`, requests, ...watchers]
+    .filter(Boolean).join(" · "));
   const last = entry.last_failover;
   setText(f.failovers, last
     ? `${entry.failovers} · last ${duration(now - last.at)} ago from ${last.from}: ${last.reason}`
