@@ -7,13 +7,18 @@ PYTHON ?= python3
 CONFIG ?= config.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test ffmpeg chromium bench
+.PHONY: run test unit ffmpeg chromium bench
 
 run: ffmpeg $(VENV)/.installed
 	$(VENV)/bin/twistd -n streamproxy --config $(CONFIG)
 
 test: ffmpeg chromium $(VENV)/.test-installed
 	$(VENV)/bin/python -m twisted.trial tests
+
+# The unit tests only: no real ffmpeg, browser or daemon process; seconds.
+UNIT_TESTS = $(filter-out %_e2e test_daemon test_browser test_upstream,$(basename $(notdir $(wildcard tests/test_*.py))))
+unit: $(VENV)/.test-installed
+	$(VENV)/bin/python -m twisted.trial $(addprefix tests.,$(UNIT_TESTS))
 
 bench: ffmpeg $(VENV)/.installed
 	for script in bench/*.py; do $(VENV)/bin/python $$script || exit 1; done
