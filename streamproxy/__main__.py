@@ -33,7 +33,7 @@ def _import_m3u(arguments, out):
     connection = sqlite3.connect(db_path, timeout=5)
     try:
         with connection:
-            added, updated = import_entries(
+            added, updated, unchanged = import_entries(
                 connection, entries, arguments.source, arguments.quality, m3u
             )
     except sqlite3.Error as e:
@@ -41,7 +41,7 @@ def _import_m3u(arguments, out):
     finally:
         connection.close()
     print(
-        f"{arguments.file}: {added} streams added, {updated} updated in {db_path} "
+        f"{arguments.file}: {added} streams added, {updated} updated, {unchanged} unchanged in {db_path} "
         f"(source {arguments.source!r}, quality {arguments.quality!r}, playlist {m3u!r}). "
         f"Reload a running daemon with GET /refresh_db_cache.",
         file=out,

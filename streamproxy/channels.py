@@ -116,6 +116,10 @@ class Candidate:
     last_checked: str = ""
     uptime: int = 0
     downtime: int = 0
+    # The provider account that owns this row (see streamproxy.providers),
+    # or None for a row no provider owns.  Slots are counted per account as
+    # well as per source, so pooled accounts each stay within their limit.
+    account: str | None = None
 
     @property
     def display_name(self):
@@ -132,9 +136,10 @@ class Candidate:
         return f"{self.source or 'unnamed source'}/{self.quality or '?'} (row {self.rowid})"
 
 
-def candidate_from_row(rowid, row):
+def candidate_from_row(rowid, row, account=None):
     """
-    Build a :class:`Candidate` from a database row mapping column name to value.
+    Build a :class:`Candidate` from a database row mapping column name to
+    value; ``account`` names the provider account owning the row, if any.
 
     :raises BadRow: with a reason naming the problem.
     """
@@ -165,6 +170,7 @@ def candidate_from_row(rowid, row):
         last_checked=_text(row.get("Last-checked-time")),
         uptime=_seconds(row.get("Uptime")),
         downtime=_seconds(row.get("Downtime")),
+        account=account,
     )
 
 
@@ -241,11 +247,16 @@ class Catalog:
     skipped: tuple = ()
     channels: dict = field(default_factory=dict)
     playlists: dict = field(default_factory=dict)
+    # {rowid: ProviderOwner} for rows a provider sync owns (empty without
+    # providers): which provider and account, and how the row's channel
+    # was matched, for /api/channels.
+    owners: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, candidates, skipped=()):
+    def build(cls, candidates, skipped=(), owners=None):
         """
-        Group ``candidates`` (in table order) by channel id and playlist name.
+        Group ``candidates`` (in table order) by channel id and playlist name;
+        ``owners`` maps the row ids of provider-owned rows to their owner.
         """
         channels = {}
         playlists = {}
@@ -263,6 +274,7 @@ class Catalog:
                 name: {k: tuple(members[k]) for k in sorted(members, key=channel_sort_key)}
                 for name, members in playlists.items()
             },
+            owners=dict(owners or {}),
         )
 
     def find_playlist(self, name):

@@ -309,7 +309,9 @@ class ChannelSession:
             self._round_exhausted()
             return
         for candidate in remaining:
-            slot = self.slots.acquire(candidate.source, f"channel {self.channel_id}")
+            slot = self.slots.acquire(
+                candidate.source, f"channel {self.channel_id}", account=candidate.account
+            )
             if slot is not None:
                 self._cancel_slot_wait()
                 self._launch(candidate, slot, Encoding())
@@ -325,7 +327,9 @@ class ChannelSession:
             prefix=self._log_prefix(),
             sources=self._describe_usage(sources),
         )
-        self._slot_wait = self.slots.wait_for_room(sources)
+        self._slot_wait = self.slots.wait_for_room(
+            sources, accounts={(c.source, c.account) for c in remaining}
+        )
 
         def room(_):
             self._slot_wait = None
@@ -415,7 +419,9 @@ class ChannelSession:
         a second connection; otherwise ffmpeg's own stream report decides.
         """
         source = attempt.candidate.source
-        attempt.probe_slot = self.slots.acquire(source, f"channel {self.channel_id} probe")
+        attempt.probe_slot = self.slots.acquire(
+            source, f"channel {self.channel_id} probe", account=attempt.candidate.account
+        )
         if attempt.probe_slot is None:
             return
         d, attempt.probe = probe(

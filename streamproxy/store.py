@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .channels import COLUMNS, COLUMN_NAMES, BadRow, Catalog, candidate_from_row
+from .provider_rows import read_owners
 
 TABLE = "LiveStreams"
 
@@ -96,15 +97,19 @@ def prepare_database(path):
 def read_catalog(cursor_or_connection, path="database"):
     """
     Read every row into a :class:`Catalog`, skipping unusable rows with one
-    warning each.  Runs in the database thread (or directly, in tools).
+    warning each.  Rows a provider sync owns get their account (and the
+    catalog's ``owners`` say which provider and how they were matched).
+    Runs in the database thread (or directly, in tools).
     """
     candidates = []
     skipped = []
+    owners = read_owners(cursor_or_connection)
     for row in cursor_or_connection.execute(SELECT_ALL).fetchall():
         rowid = row[0]
         values = dict(zip(COLUMN_NAMES, row[1:]))
+        owner = owners.get(rowid)
         try:
-            candidates.append(candidate_from_row(rowid, values))
+            candidates.append(candidate_from_row(rowid, values, owner[1] if owner else None))
         except BadRow as e:
             name = values.get("Stream-name") or "unnamed"
             skipped.append((rowid, str(e)))
@@ -115,7 +120,7 @@ def read_catalog(cursor_or_connection, path="database"):
                 path=path,
                 reason=str(e),
             )
-    return Catalog.build(candidates, skipped)
+    return Catalog.build(candidates, skipped, owners)
 
 
 class ChannelStore(Service):
@@ -132,6 +137,15 @@ class ChannelStore(Service):
         self.path = path
         self.catalog = Catalog.build([])
         self._pool = None
+        self._reload_listeners = []
+
+    def add_reload_listener(self, listener):
+        """
+        Call ``listener(catalog)`` after every successful reload of the
+        table (``/refresh_db_cache``, a provider sync).  A listener that
+        raises is logged and the others still run.
+        """
+        self._reload_listeners.append(listener)
 
     def _connect(self):
         return adbapi.ConnectionPool(
@@ -179,6 +193,11 @@ class ChannelStore(Service):
         except sqlite3.Error as e:
             raise _describe(self.path, e)
         self.catalog = catalog
+        for listener in list(self._reload_listeners):
+            try:
+                listener(catalog)
+            except Exception:
+                log.failure("Telling {listener!r} about the reloaded catalog", listener=listener)
         log.info(
             "Loaded {channels} channels ({streams} streams, {skipped} rows skipped) from {path}",
             channels=len(catalog.channels),
