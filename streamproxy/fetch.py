@@ -132,17 +132,19 @@ def describe_failure(failure, timeout):
     return failure.type.__name__
 
 
-def fetch(client, url, reactor, timeout=FETCH_TIMEOUT_SECONDS, max_bytes=MAX_ANSWER_BYTES):
+def fetch(client, url, reactor, timeout=None, max_bytes=None):
     """
     GET ``url`` with ``client`` (a treq ``HTTPClient`` or ``StubTreq``); a
     Deferred firing with the body (bytes, inflated) of a 200 answer.
 
     Fails with :class:`FetchError` (its message says why, never the URL):
-    another status, an answer over ``max_bytes``, more than ``timeout``
-    seconds for the whole answer, a connection that could not be made or
+    another status, an answer over ``max_bytes`` (default
+    :data:`MAX_ANSWER_BYTES`), more than ``timeout`` seconds (default
+    :data:`FETCH_TIMEOUT_SECONDS`) for the whole answer, a connection that could not be made or
     broke.
     """
-    box = {}
+    timeout = FETCH_TIMEOUT_SECONDS if timeout is None else timeout
+    max_bytes = MAX_ANSWER_BYTES if max_bytes is None else max_bytes
 
     def answered(response):
         if response.code != 200:
@@ -151,7 +153,6 @@ def fetch(client, url, reactor, timeout=FETCH_TIMEOUT_SECONDS, max_bytes=MAX_ANS
             raise FetchError(f"HTTP {response.code} {_phrase(response)}".strip())
         encoding = b",".join(response.headers.getRawHeaders(b"content-encoding", [])).lower()
         body = _Body(max_bytes, b"gzip" in encoding)
-        box["body"] = body
         return treq.collect(response, body).addCallback(lambda _: body.result())
 
     d = defer.maybeDeferred(
