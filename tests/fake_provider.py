@@ -25,6 +25,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 
+class _QuietSite(Site):
+    """
+    No access log: it would put the provider's credentials, in the URLs
+    the daemon asks for, into the test process's log, where the daemon's
+    own log viewer (checked for leaks) would pick them up.
+    """
+
+    def log(self, request):
+        pass
+
+
 @dataclass
 class FakeChannel:
     """
@@ -94,13 +105,14 @@ class FakeProvider(Resource):
             else:
                 self.faults[kind] = fault
 
-    def start(self, reactor=default_reactor):
+    def start(self, reactor=default_reactor, port=0):
         """
-        Listen on 127.0.0.1 (a free port); returns the port number.
+        Listen on 127.0.0.1 (a free port, or ``port``: the one it had, to
+        come back after :meth:`stop`); returns the port number.
         """
-        site = Site(self)
+        site = _QuietSite(self)
         site.noisy = False
-        self._listener = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self._listener = reactor.listenTCP(port, site, interface="127.0.0.1")
         self.port = self._listener.getHost().port
         return self.port
 
