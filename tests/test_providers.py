@@ -881,3 +881,29 @@ class SimpleManager:
 
     def status(self):
         return {"channels": [], "sources": {}, "waiting_for_slot": 0, "recently_ended": []}
+
+
+class ShippedExampleTests(SynchronousTestCase):
+    """
+    The commented-out providers: example in the shipped config.yaml.
+    """
+
+    def test_example_is_valid(self):
+        """
+        Uncommented, the example loads: three accounts, two of them pooled
+        under one name.
+        """
+        import yaml
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.yaml")
+        with open(path) as f:
+            lines = f.read().splitlines()
+        start = lines.index("# providers:")
+        block = []
+        for line in lines[start:]:
+            if not line.startswith("#"):
+                break
+            block.append(line[2:])
+        providers = parse_config(yaml.safe_load("\n".join(block))).providers
+        self.assertEqual([p.account for p in providers], ["provider_a#1", "provider_b#1", "provider_b#2"])
+        self.assertEqual(providers[1].groups, ("News", "Sports"))
