@@ -277,6 +277,9 @@ class HelperTests(SynchronousTestCase):
             display_url("http://u:p@h:8080/a/b/get.php?username=x&password=y"), "http://h:8080/…/get.php?username&password"
         )
         self.assertEqual(display_url("http://h"), "http://h")
+        self.assertEqual(display_url("http://h/get/bob/s3cret"), "http://h/…")
+        self.assertEqual(display_url("http://h/bob/s3cret/playlist.m3u"), "http://h/…/playlist.m3u")
+        self.assertEqual(display_url("https://[::1]:8443/get.php"), "https://[::1]:8443/get.php")
 
 
 class ConfigTests(SynchronousTestCase):
