@@ -15,7 +15,6 @@ than its schedule).  Credentials never reach a log line or ``status()``.
 """
 
 import json
-import time
 from dataclasses import dataclass, field
 
 from twisted.application.service import Service
@@ -337,7 +336,6 @@ class ProviderSync(Service):
 
     async def _sync(self, state):
         started = self._reactor.seconds()
-        clock_started = time.perf_counter()
         fetches = [defer.ensureDeferred(self._fetch_account(account)) for account in state.accounts]
         outcomes = await defer.DeferredList(fetches, consumeErrors=True)
         results = []
@@ -382,7 +380,7 @@ class ProviderSync(Service):
                 log.error("Provider {provider}: the catalog could not be reloaded: {error}",
                           provider=state.name, error=str(e))
         self.apply_limits()
-        self._finish(state, started, counts, time.perf_counter() - clock_started)
+        self._finish(state, started, counts, self._reactor.seconds() - started)
 
     def _finish(self, state, started, counts, seconds):
         failed = [a for a in state.accounts if a.last_attempt == started and a.result == "error"]

@@ -344,6 +344,9 @@ class SyncedStore:
         self.fail_writes = False
 
     def run_interaction(self, function, *args):
+        """
+        ``function(cursor, *args)`` as one transaction, now.
+        """
         if self.fail_writes:
             return defer.fail(sqlite3.OperationalError("database is locked"))
         cursor = self.connection.cursor()
@@ -356,15 +359,24 @@ class SyncedStore:
         return defer.succeed(result)
 
     def refresh(self):
+        """
+        Reload the catalog (counted).
+        """
         self.refreshes += 1
         self.catalog = read_catalog(self.connection)
         return defer.succeed(self.catalog)
 
     def rows(self, *columns):
+        """
+        The values of ``columns`` of every row, in table order.
+        """
         names = ", ".join(f'"{c}"' for c in columns)
         return self.connection.execute(f"SELECT {names} FROM LiveStreams ORDER BY rowid").fetchall()
 
     def close(self):
+        """
+        Close the connection.
+        """
         self.connection.close()
 
 
@@ -421,12 +433,21 @@ class SyncTestCase(SynchronousTestCase):
         return self.successResultOf(service.sync(name))
 
     def logged(self):
+        """
+        Every line logged during the test, as text.
+        """
         return "\n".join(formatEvent(e) for e in self.events)
 
     def m3u(self, user="alice", **extra):
+        """
+        A providers: entry for ``user``'s M3U playlist.
+        """
         return dict({"name": "p", "m3u_url": self.provider.m3u_url(user)}, **extra)
 
     def xtream(self, user="bob", **extra):
+        """
+        A providers: entry for ``user``'s Xtream account.
+        """
         return dict(
             {"name": "p", "xtream": {"url": self.provider.base(), "username": user,
                                      "password": self.provider.accounts[user]}},
@@ -805,10 +826,16 @@ class FakeProviders:
         self.synced = 0
 
     def status(self):
+        """
+        A status whose URL holds a password (the web layer must mask it).
+        """
         return {"now": 1.0, "providers": [{"name": "p", "accounts": [
             {"account": "p#1", "server": "http://h/live/bob/s3cretpw/1.ts", "error": None}]}]}
 
     def sync_all(self):
+        """
+        Count the sync; answer the status.
+        """
         self.synced += 1
         return defer.succeed(self.status())
 
@@ -827,6 +854,9 @@ class WebTests(TestCase):
 
     @defer.inlineCallbacks
     def call(self, method, path, headers=None):
+        """
+        ``(response, body text)`` of one request.
+        """
         response = yield self.client.request(method, f"http://127.0.0.1:9090{path}",
                                              headers=dict({"Host": "127.0.0.1:9090"}, **(headers or {})))
         body = yield response.text()
@@ -883,6 +913,9 @@ class SimpleManager:
         self.sessions = {}
 
     def status(self):
+        """
+        Nothing running.
+        """
         return {"channels": [], "sources": {}, "waiting_for_slot": 0, "recently_ended": []}
 
 
