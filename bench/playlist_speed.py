@@ -98,7 +98,8 @@ def stub_treq_figure(catalog, ranking):
     from streamproxy.web import StreamProxyWeb
 
     class Store:
-        pass
+        loaded = True
+        load_error = None
 
     store = Store()
     store.catalog = catalog

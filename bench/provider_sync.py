@@ -116,7 +116,8 @@ async def main(reactor, scratch):
             f"catalog {len(store.catalog.candidates)} streams; peak RSS {peak_rss_mb():.0f} MB "
             f"[{verdict}: target under {TARGET_SECONDS:g} s]"
         )
-    await store.stopService()
+    # ChannelStore.stopService closes its pool at once and returns None.
+    store.stopService()
     await listener.stopListening()
     print(f"   peak memory of the syncs: {peak_rss_mb() - baseline:.0f} MB above the {baseline:.0f} MB before "
           f"(process peak {peak_rss_mb():.0f} MB)")
@@ -128,11 +129,11 @@ async def main(reactor, scratch):
     connection = sqlite3.connect(fresh)
     started = time.perf_counter()
     entries = parse_m3u(bodies[1].decode())
-    added, updated, unchanged = import_entries(connection, entries, "bench", "1", "main")
+    result = import_entries(connection, entries, "bench", "1", "main")
     seconds = time.perf_counter() - started
     connection.close()
     print(f"   import-m3u (shared parser and matcher) of the same playlist: {seconds:.2f} s, "
-          f"{ENTRIES / seconds:,.0f} entries/s ({added} added)")
+          f"{ENTRIES / seconds:,.0f} entries/s ({result.added} added)")
     return results
 
 

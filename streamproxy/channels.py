@@ -8,6 +8,8 @@ No I/O here; :mod:`streamproxy.store` reads the rows and hands them over.
 import re
 from dataclasses import dataclass, field
 
+from .urls import DEFAULT_SCHEMES, display_url, scheme_problem, url_scheme
+
 # The columns of the original system's table, in its order, with its names.
 COLUMNS = (
     ("Channel-id", "INTEGER"),
@@ -129,6 +131,15 @@ class Candidate:
         return self.uniform_name or self.name or f"Channel {self.channel_id}"
 
     @property
+    def display_url(self):
+        """
+        The stream URL as pages, the API and logs show it: scheme, host,
+        port, last path component and query names, no credentials (see
+        :func:`streamproxy.urls.display_url`).
+        """
+        return display_url(self.url)
+
+    @property
     def label(self):
         """
         How logs refer to this candidate, without its URL (which holds credentials).
@@ -136,12 +147,24 @@ class Candidate:
         return f"{self.source or 'unnamed source'}/{self.quality or '?'} (row {self.rowid})"
 
 
-def candidate_from_row(rowid, row, account=None):
+class DisallowedScheme(BadRow):
+    """
+    A row whose stream URL is not an allowed network URL (``file://``,
+    ``concat:``, a scheme not in ``allowed_url_schemes``); it never
+    reaches ffmpeg.
+    """
+
+
+def candidate_from_row(rowid, row, allowed_schemes=DEFAULT_SCHEMES, account=None):
     """
     Build a :class:`Candidate` from a database row mapping column name to
     value; ``account`` names the provider account owning the row, if any.
 
-    :raises BadRow: with a reason naming the problem.
+    Only stream URLs whose scheme is one of ``allowed_schemes``
+    (``allowed_url_schemes``) are taken.
+
+    :raises BadRow: with a reason naming the problem (a
+        :class:`DisallowedScheme` for a URL of another scheme).
     """
     try:
         channel_id = normalize_channel_id(row.get("Channel-id"))
@@ -150,8 +173,11 @@ def candidate_from_row(rowid, row, account=None):
     url = _text(row.get("stream-url"))
     if not url:
         raise BadRow("stream-url is empty")
-    if "://" not in url:
+    if not url_scheme(url):
         raise BadRow("stream-url has no scheme (such as http://)")
+    problem = scheme_problem(url, allowed_schemes)
+    if problem is not None:
+        raise DisallowedScheme(f"stream-url {problem}")
     return Candidate(
         rowid=rowid,
         channel_id=channel_id,

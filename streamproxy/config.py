@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
+from .hosts import BadHost, normalize_allowed_host
+from .urls import DEFAULT_SCHEMES, NETWORK_SCHEMES
+
 
 class ConfigError(Exception):
     """
@@ -102,6 +105,9 @@ class Config:
     ffprobe_path: str = "ffprobe"
     log_buffer_size: int = 500
     admin_password: str | None = None
+    stream_format: str = "hls"
+    allowed_url_schemes: tuple = DEFAULT_SCHEMES
+    allowed_hosts: tuple = ()
     providers: tuple = ()
 
 
@@ -155,6 +161,10 @@ def _check_key(key, value, base_dir):
     if key == "port":
         if not _is_whole(value) or not 0 <= value <= 65535:
             fail(f"must be a whole number from 0 to 65535, not {value!r}")
+        return value
+    if key == "stream_format":
+        if value not in ("hls", "ts"):
+            fail(f"must be hls or ts, not {value!r}")
         return value
     if key in _POSITIVE_SECONDS:
         if not _is_number(value):
@@ -225,6 +235,34 @@ def _check_key(key, value, base_dir):
         return limits
     if key == "providers":
         return _check_providers(value)
+    if key == "allowed_url_schemes":
+        if not isinstance(value, list) or not value:
+            fail(f"must be a list of URL schemes such as [http, https], not {_type_name(value)} ({value!r})")
+        schemes = []
+        for item in value:
+            scheme = str(item).strip().lower() if isinstance(item, str) else None
+            if scheme not in NETWORK_SCHEMES:
+                fail(
+                    f"{item!r} is not a network protocol streamproxy can play; "
+                    f"use some of {', '.join(NETWORK_SCHEMES)}"
+                )
+            if scheme not in schemes:
+                schemes.append(scheme)
+        return tuple(schemes)
+    if key == "allowed_hosts":
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            fail(f"must be a list of host names such as [tv.example.lan], not {_type_name(value)} ({value!r})")
+        hosts = []
+        for item in value:
+            if not isinstance(item, str):
+                fail(f"entries must be host names, not {_type_name(item)} ({item!r})")
+            try:
+                hosts.append(normalize_allowed_host(item))
+            except BadHost as e:
+                fail(f"{item!r} {e}")
+        return tuple(hosts)
     raise AssertionError(f"no check for key {key}")  # pragma: no cover
 
 

@@ -1,16 +1,17 @@
 """
 What the status page and the JSON API show: running channels, sources,
 Channels DVR and the channel list, shaped from the manager, the store and
-the DVR tracker, with provider credentials masked everywhere.
+the DVR tracker, with provider credentials masked everywhere: stream URLs
+in their display form (:attr:`~streamproxy.channels.Candidate.display_url`),
+and every other string through :func:`streamproxy.urls.mask_text`.
 """
 
-import os
 import re
 
 from twisted.logger import Logger
 
-from . import media
 from .channels import channel_sort_key
+from .urls import mask_text
 
 log = Logger()
 
@@ -18,9 +19,6 @@ log = Logger()
 # after its current stream's last buffering event.
 BUFFERING_SHOWN_SECONDS = 20.0
 
-# Segments (the newest ones of the current stream) the status page's
-# bitrate is measured over.
-BITRATE_SEGMENTS = 3
 
 def masked(value):
     """
@@ -28,7 +26,7 @@ def masked(value):
     string, so nothing the API or the pages show can leak a password.
     """
     if isinstance(value, str):
-        return media.mask_url(value) if "://" in value else value
+        return mask_text(value) if "/" in value else value
     if isinstance(value, dict):
         return {key: masked(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -37,7 +35,7 @@ def masked(value):
 
 
 # A logo is an image file: a URL ending so, with no user name, password or
-# query string in it, holds no credentials even when mask_url (made for
+# query string in it, holds no credentials even when mask_text (made for
 # stream URLs, and cautious) would hide its folders.
 _IMAGE_URL = re.compile(r"^https?://[^/@?#]+/[^?#@]*\.(?:png|jpe?g|gif|svg|webp|ico)$", re.IGNORECASE)
 
@@ -49,43 +47,23 @@ def _logo(candidates):
     """
     for candidate in candidates:
         logo = candidate.logo
-        if logo and (_IMAGE_URL.match(logo) or media.mask_url(logo) == logo):
+        if logo and (_IMAGE_URL.match(logo) or mask_text(logo) == logo):
             return logo
     return ""
 
 
-def display_state(session, state, now):
+def display_state(entry, now):
     """
-    The state the status page shows: the session's state, or
-    ``buffering`` for a live channel whose stream had a buffering event
-    within :data:`BUFFERING_SHOWN_SECONDS`.
+    The state the status page shows for a channel's status ``entry``: its
+    state, or ``buffering`` for a live channel whose stream had a buffering
+    event within :data:`BUFFERING_SHOWN_SECONDS`.
     """
-    if state != "live" or session is None:
+    state = entry.get("state")
+    if state != "live":
         return state
-    attempt = getattr(session, "attempt", None)
-    events = getattr(attempt, "buffer_events", None) or ()
-    if any(now - when <= BUFFERING_SHOWN_SECONDS for when, _ in events):
+    if any(now - when <= BUFFERING_SHOWN_SECONDS for when in entry.get("recent_buffering") or ()):
         return "buffering"
     return state
-
-
-def measured_bitrate(session):
-    """
-    The current stream's bitrate in kbit/s measured from its newest
-    segment files, or None (ffmpeg's HLS output reports none itself).
-    """
-    attempt = getattr(session, "attempt", None)
-    playlist = getattr(session, "playlist", None)
-    if attempt is None or playlist is None:
-        return None
-    try:
-        ours = [s for s in playlist.segments if s.name.startswith(attempt.prefix)][-BITRATE_SEGMENTS:]
-        size = sum(os.path.getsize(os.path.join(session.folder, s.name)) for s in ours)
-        seconds = sum(s.duration for s in ours)
-    except (OSError, AttributeError, TypeError):
-        return None
-    return round(size * 8 / 1000 / seconds) if seconds > 0 else None
-
 
 
 def _owner(owner):
@@ -111,7 +89,7 @@ class Dashboard:
         self._channels = channels
         self._dvr = dvr
         self._reactor = reactor
-        self._masked_urls = (None, {})
+        self._display_urls = (None, {})
 
     def status(self):
         """
@@ -125,7 +103,6 @@ class Dashboard:
         # what the page needs added.
         status.pop("channels_dvr", None)
         catalog = self._store.catalog
-        sessions = getattr(self._channels, "sessions", None) or {}
         dvr = masked(self.dvr_status())
         watched = {}
         for activity in dvr.get("activities") or ():
@@ -136,11 +113,9 @@ class Dashboard:
             entry = dict(entry)
             channel_id = entry.get("channel_id")
             candidates = catalog.channels.get(channel_id, ())
-            session = sessions.get(channel_id)
             entry["logo"] = _logo(candidates)
             entry["candidates"] = len(candidates)
-            entry["display_state"] = display_state(session, entry.get("state"), now)
-            entry["measured_kbps"] = measured_bitrate(session)
+            entry["display_state"] = display_state(entry, now)
             entry["stream_url"] = f"/channel/{channel_id}/stream.m3u8"
             entry["dvr_activity"] = watched.get(channel_id, [])
             channels.append(entry)
@@ -183,13 +158,13 @@ class Dashboard:
         failures = getattr(self._channels, "failures", None)
         penalised = failures.recent(now) if failures is not None else frozenset()
         sessions = getattr(self._channels, "sessions", None) or {}
-        urls = self._masked_urls_of(catalog)
+        urls = self._display_urls_of(catalog)
         channels = []
         for channel_id in sorted(catalog.channels, key=channel_sort_key):
             candidates = catalog.channels[channel_id]
             session = sessions.get(channel_id)
-            attempt = getattr(session, "attempt", None)
-            playing = getattr(getattr(attempt, "candidate", None), "rowid", None)
+            running = session.status() if session is not None else {}
+            playing = (running.get("current") or {}).get("rowid")
             ranked = []
             for rank, candidate in enumerate(self._ranking.rank(candidates, penalised), 1):
                 ranked.append(
@@ -221,15 +196,15 @@ class Dashboard:
                     "logo": _logo(candidates),
                     "group": first.group,
                     "playlists": sorted({c.m3u for c in candidates if c.m3u}),
-                    "state": getattr(session, "state", None),
+                    "state": running.get("state"),
                     "candidates": ranked,
                 }
             )
         return {"now": now, "count": len(channels), "channels": channels}
 
-    def _masked_urls_of(self, catalog):
-        # Masking every URL of a large table takes a while: once per load.
-        if self._masked_urls[0] is not catalog:
-            self._masked_urls = (catalog, {c.rowid: media.mask_url(c.url) for c in catalog.candidates})
-        return self._masked_urls[1]
+    def _display_urls_of(self, catalog):
+        # Shaping every URL of a large table takes a while: once per load.
+        if self._display_urls[0] is not catalog:
+            self._display_urls = (catalog, {c.rowid: c.display_url for c in catalog.candidates})
+        return self._display_urls[1]
 

@@ -13,6 +13,11 @@ notices a stop within seconds, the poll is the fallback and the resync.
 The parsing (:func:`parse_activity`, :func:`activities_from_status`,
 :class:`EventStreamParser`, :func:`activity_event`) and the stop decision
 (:func:`idle_decision`) are plain functions; only :class:`DVRTracker` does I/O.
+
+Whatever the DVR (or something posing as it) sends is bounded: event
+stream lines and events by :data:`MAX_EVENT_BYTES` (a longer one drops the
+connection, which is reopened with the usual back-off), status answers by
+:data:`MAX_STATUS_BYTES`; parsing is linear in what arrives.
 """
 
 import json
@@ -41,6 +46,13 @@ EVENTS_RETRY_MAX_SECONDS = 60.0
 
 # Where the event stream lives, below channels_dvr_url (".../dvr").
 EVENTS_PATH = "/events/subscribe"
+
+# Longest line (and event) of the event stream kept, bytes.  An event is a
+# small JSON object (a few hundred bytes); a longer line drops the stream.
+MAX_EVENT_BYTES = 64 * 1024
+
+# Largest status answer (GET /dvr) read, bytes.  Real ones are a few KB.
+MAX_STATUS_BYTES = 4 * 1024 * 1024
 
 WATCHING = "watching"
 RECORDING = "recording"
@@ -191,6 +203,10 @@ def parse_activities(mapping):
     return parsed
 
 
+# A line end of server-sent events: CRLF, CR or LF.
+_LINE_END = re.compile(rb"\r\n?|\n")
+
+
 class EventStreamParser:
     """
     Splits the bytes of Channels DVR's event stream into event payloads.
@@ -200,34 +216,59 @@ class EventStreamParser:
     ignored); a bare JSON line (``{...}`` without ``data:``) is taken as one
     event too.  Chunks may split lines, and ``\\r\\n`` may be split between
     two chunks.
+
+    Each byte is looked at once: a partial line is kept with the point up
+    to which it holds no line end.  A line, or the data of one event,
+    longer than ``max_bytes`` sets :attr:`overflow` (a sentence) and the
+    parser takes nothing more.  :attr:`lines` counts the complete lines.
     """
 
-    def __init__(self):
-        self._buffer = b""
+    def __init__(self, max_bytes=MAX_EVENT_BYTES):
+        self.max_bytes = max_bytes
+        self.overflow = None
+        self.lines = 0
+        self._buffer = bytearray()
         self._data = []
+        self._data_size = 0
         self._skip_lf = False
 
     def feed(self, chunk):
         """
-        Add ``chunk`` (bytes); return the text payloads of the events it completed.
+        Add ``chunk`` (bytes); return the text payloads of the events it
+        completed (those before an overflow included).
         """
+        events = []
+        if self.overflow is not None or not chunk:
+            return events
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._skip_lf = False
-        self._buffer += chunk
-        events = []
-        while True:
-            cut = _line_end(self._buffer)
-            if cut is None:
-                break
-            end, after = cut
-            if after is None:
+        buffer = self._buffer
+        # What is already buffered holds no line end: look only at the new bytes.
+        scan_from = len(buffer)
+        buffer += chunk
+        start = 0
+        for match in _LINE_END.finditer(buffer, scan_from):
+            if match.start() - start > self.max_bytes:
+                return self._overflowed(events, f"a line over {self.max_bytes} bytes")
+            line = bytes(buffer[start : match.start()])
+            start = match.end()
+            if match.group() == b"\r" and start == len(buffer):
                 # A lone "\r" at the end of the buffer: its "\n" may follow.
-                line, self._buffer = self._buffer[:end], b""
                 self._skip_lf = True
-            else:
-                line, self._buffer = self._buffer[:end], self._buffer[after:]
+            self.lines += 1
             self._line(line.decode("utf-8", "replace"), events)
+            if self._data_size > self.max_bytes:
+                return self._overflowed(events, f"an event over {self.max_bytes} bytes")
+        del buffer[:start]
+        if len(buffer) > self.max_bytes:
+            return self._overflowed(events, f"a line over {self.max_bytes} bytes")
+        return events
+
+    def _overflowed(self, events, problem):
+        self.overflow = problem
+        self._buffer = bytearray()
+        self._data = []
         return events
 
     def _line(self, line, events):
@@ -235,6 +276,7 @@ class EventStreamParser:
             if self._data:
                 events.append("\n".join(self._data))
                 self._data = []
+                self._data_size = 0
             return
         if line.startswith(":"):
             return
@@ -243,22 +285,9 @@ class EventStreamParser:
             return
         field, _, value = line.partition(":")
         if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-
-
-def _line_end(buffer):
-    """
-    ``(end, start of the next line)`` of the first line in ``buffer``, with
-    the start None for a ``\\r`` that is the buffer's last byte; or None.
-    """
-    for index, byte in enumerate(buffer):
-        if byte == 0x0A:
-            return index, index + 1
-        if byte == 0x0D:
-            if index + 1 == len(buffer):
-                return index, None
-            return index, index + 2 if buffer[index + 1] == 0x0A else index + 1
-    return None
+            value = value[1:] if value.startswith(" ") else value
+            self._data.append(value)
+            self._data_size += len(value) + 1
 
 
 def activity_event(payload):
@@ -312,16 +341,30 @@ def idle_decision(idle_seconds, timeout, dvr_state, dvr_active):
 
 class _EventStreamProtocol(Protocol):
     """
-    Receives the event stream's body and hands each event to the tracker.
+    Receives the event stream's body and hands each event to the tracker;
+    drops the connection when the parser overflows (``problem`` says why).
     """
 
     def __init__(self, tracker):
         self._tracker = tracker
         self._parser = EventStreamParser()
+        self.problem = None
+        self._alive = False
 
     def dataReceived(self, data):
+        """
+        Parse a chunk of the stream; drop the connection on an overflow.
+        """
+        if self.problem is not None:
+            return
         for payload in self._parser.feed(data):
             self._tracker._on_event(payload)
+        if not self._alive and self._parser.lines:
+            self._alive = True
+            self._tracker._events_alive(self)
+        if self._parser.overflow is not None:
+            self.problem = f"it sent {self._parser.overflow}"
+            self.close()
 
     def connectionLost(self, reason):
         self._tracker._stream_ended(self, reason)
@@ -479,9 +522,9 @@ class DVRTracker(Service):
 
     def _read_status(self, response):
         if response.code != 200:
-            response.deliverBody(_Discard())
+            response.deliverBody(_Drop())
             raise UnexpectedAnswer(f"HTTP {response.code} {_phrase(response)}".strip())
-        d = response.content()
+        d = read_body(response, MAX_STATUS_BYTES)
 
         def decode(body):
             try:
@@ -559,7 +602,7 @@ class DVRTracker(Service):
     def _events_connected(self, response):
         self._connecting = None
         if response.code != 200:
-            response.deliverBody(_Discard())
+            response.deliverBody(_Drop())
             self._events_lost(f"HTTP {response.code} {_phrase(response)}".strip())
             return
         stream = _EventStreamProtocol(self)
@@ -567,13 +610,20 @@ class DVRTracker(Service):
         response.deliverBody(stream)
         if self._stream is not stream:
             return  # ended already
-        self._retry_delay = EVENTS_RETRY_SECONDS
         self.events_state = "connected"
+        # Events may have been missed while it was down.
+        self.poll()
+
+    def _events_alive(self, stream):
+        # The first complete line: the stream works.  Only now is the
+        # back-off reset and the connection logged, so a DVR that sends
+        # only over-long lines is retried ever more slowly and logged once.
+        if self._stream is not stream:
+            return
+        self._retry_delay = EVENTS_RETRY_SECONDS
         if self._logged_events != "connected":
             self._logged_events = "connected"
             log.info("Channels DVR event stream connected; stops are noticed within seconds")
-        # Events may have been missed while it was down.
-        self.poll()
 
     def _stream_ended(self, stream, reason):
         if self._stream is not stream:
@@ -582,7 +632,9 @@ class DVRTracker(Service):
         if self.running:
             # The DVR may have gone away: ask now rather than at the next poll.
             self.poll()
-        if reason.check(web_client.ResponseDone, web_client.PotentialDataLoss):
+        if stream.problem is not None:
+            self._events_lost(f"dropped: {stream.problem}")
+        elif reason.check(web_client.ResponseDone, web_client.PotentialDataLoss):
             self._events_lost("Channels DVR closed it")
         else:
             self._events_lost(f"the connection broke ({reason.getErrorMessage()})")
@@ -637,13 +689,82 @@ class DVRTracker(Service):
             log.failure("Handling a Channels DVR event {payload!r}", payload=payload[:200])
 
 
-class _Discard(Protocol):
+class _Drop(Protocol):
     """
-    Reads and drops a response body nobody wants.
+    Drops the connection of a response whose body nobody wants, rather
+    than reading a body of any size.
     """
+
+    def makeConnection(self, transport):
+        """
+        Drop the connection before any of the body is read.
+        """
+        transport.stopProducing()
 
     def connectionLost(self, reason):
         pass
+
+
+class _BoundedBody(Protocol):
+    """
+    Collects a response body of at most ``limit`` bytes into ``finished``;
+    a longer one drops the connection and fails with
+    :class:`UnexpectedAnswer`.
+    """
+
+    def __init__(self, limit, finished):
+        self.limit = limit
+        self.finished = finished
+        self.size = 0
+        self.chunks = []
+
+    def dataReceived(self, data):
+        """
+        Keep a chunk, or give up once the body is over the limit.
+        """
+        if self.finished.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.chunks = []
+            self.transport.stopProducing()
+            self.finished.errback(UnexpectedAnswer(f"the answer is larger than {self.limit} bytes"))
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason):
+        """
+        The body is complete (or broken off): fire ``finished``.
+        """
+        if self.finished.called:
+            return
+        if reason.check(web_client.ResponseDone, web_client.PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+
+def read_body(response, limit):
+    """
+    A Deferred firing with the body of ``response`` (bytes) when it is at
+    most ``limit`` bytes; failing with :class:`UnexpectedAnswer` as soon as
+    it is known to be longer (its Content-Length, or the bytes read), after
+    dropping the connection.  Cancelling it drops the connection too.
+    """
+    length = getattr(response, "length", None)
+    if isinstance(length, int) and length > limit:
+        response.deliverBody(_Drop())
+        return defer.fail(UnexpectedAnswer(f"the answer is larger than {limit} bytes ({length})"))
+    protocol = None
+
+    def cancel(_):
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.stopProducing()
+
+    finished = defer.Deferred(cancel)
+    protocol = _BoundedBody(limit, finished)
+    response.deliverBody(protocol)
+    return finished
 
 
 def _phrase(response):

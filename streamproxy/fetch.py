@@ -6,12 +6,10 @@ a ``playlist.m3u.gz``, is inflated here, within the bound).
 
 Errors are :class:`FetchError` sentences that never hold the URL (provider
 URLs carry credentials); callers name the provider and show
-:func:`display_url`.
+:func:`streamproxy.urls.display_url`.
 """
 
-import re
 import zlib
-from urllib.parse import urlsplit
 
 import treq
 from twisted.internet import defer, error as net_error
@@ -32,44 +30,6 @@ class FetchError(Exception):
     """
     The answer could not be had; the message says why, without the URL.
     """
-
-
-# A last path component shown as it is: a page or file name made of letters
-# with an extension (get.php, playlist.m3u).  Anything else may be a user
-# name, password or token (/get/USER/PASS) and is shown as "…".
-_PAGE_NAME = re.compile(r"^[A-Za-z_\-]{1,40}\.[A-Za-z0-9]{1,5}$")
-
-
-def display_url(url):
-    """
-    A form of ``url`` safe to show: scheme, host, port, the last path
-    component when it is a page name (letters and an extension) and the
-    query's parameter names without their values.
-    ``http://u:p@h:8080/a/b/get.php?username=x&password=y`` is shown as
-    ``http://h:8080/…/get.php?username&password``; ``http://h/get/U/P`` as
-    ``http://h/…``.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "(an unreadable URL)"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port else host
-    segments = [s for s in parts.path.split("/") if s]
-    if not segments:
-        path = ""
-    elif _PAGE_NAME.match(segments[-1]):
-        path = ("/…/" if len(segments) > 1 else "/") + segments[-1]
-    else:
-        path = "/…"
-    query = ""
-    if parts.query:
-        names = [pair.partition("=")[0] for pair in parts.query.split("&") if pair]
-        query = "?" + "&".join(names)
-    return f"{parts.scheme}://{netloc}{path}{query}"
 
 
 class _Body:

@@ -2,13 +2,14 @@
 Running ffmpeg: the command line (pure) and the process protocol that
 watches it.
 
-The protocol turns ffmpeg's output into facts the channel acts on: the input
-stream report (for validation and the copy-or-transcode decision), buffering
-events from stderr, progress from a pipe of its own (``-progress pipe:3``),
-and "a segment may be ready" nudges.
+ffmpeg reads the upstream and writes MPEG-TS to its standard output, which
+the daemon splices, cuts into HLS segments and fans out itself.  The
+protocol hands that media on and turns the rest of ffmpeg's output into
+facts the channel acts on: the input stream report (for validation and the
+copy-or-transcode decision), buffering events from stderr, and progress
+from a pipe of its own (``-progress pipe:3``).
 """
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from twisted.logger import Logger
 
 from . import media
 from .processes import ChildProtocol
+from .urls import protocol_whitelist_options
 
 log = Logger()
 
@@ -26,10 +28,6 @@ PROGRESS_FD = 3
 PROBE_SIZE = 1_000_000
 ANALYZE_DURATION_US = 1_000_000
 
-# The first segment is cut at the first keyframe after this many seconds, so
-# a viewer gets video after about one keyframe interval instead of hls_time.
-HLS_INIT_TIME = 1
-
 # ffmpeg gives up on a read that blocks this long; our own stall watchdog
 # normally acts well before, this only bounds a child we forgot.
 READ_TIMEOUT_US = 15_000_000
@@ -37,9 +35,9 @@ READ_TIMEOUT_US = 15_000_000
 # How often ffmpeg reports progress, seconds.
 STATS_PERIOD = 0.5
 
-# Segments ffmpeg itself lists; the daemon keeps its own window and deletes
-# old files, this only needs to cover the time between two reads.
-FFMPEG_LIST_SIZE = 6
+# Keyframe interval of a transcoded stream, seconds: short, so a viewer
+# joining a running channel sees a picture quickly.
+TRANSCODE_KEYFRAME_SECONDS = 2
 
 
 def is_hls_url(url):
@@ -73,10 +71,10 @@ class Encoding:
         return "copy"
 
 
-def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
+def ffmpeg_command(settings, url, encoding=Encoding()):
     """
-    The argv that remuxes ``url`` into HLS segments ``folder/prefix_NNNNN.ts``
-    listed in ``folder/prefix.m3u8``.
+    The argv that remuxes ``url`` to MPEG-TS on standard output, with
+    progress reports on file descriptor :data:`PROGRESS_FD`.
 
     ``settings`` is the daemon's :class:`streamproxy.config.Config`.
     """
@@ -84,9 +82,8 @@ def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
         settings.ffmpeg_path,
         "-nostdin",
         "-hide_banner",
-        # At "info" the HLS muxer announces each file it opens (the cue to
-        # read its new playlist) and the input's stream report appears;
-        # "repeat" keeps repeated messages from being collapsed.
+        # At "info" the input's stream report appears; "repeat" keeps
+        # repeated messages from being collapsed.
         "-loglevel",
         "repeat+level+info",
         "-probesize",
@@ -95,6 +92,9 @@ def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
         str(ANALYZE_DURATION_US),
         "-rw_timeout",
         str(READ_TIMEOUT_US),
+        # Only the network protocols of allowed_url_schemes, for the input
+        # and everything it opens (HLS segments, redirects): never file:.
+        *protocol_whitelist_options(settings.allowed_url_schemes),
         "-i",
         url,
         "-map",
@@ -105,6 +105,7 @@ def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
         "-dn",
     ]
     if encoding.transcode_video:
+        keyframes = min(TRANSCODE_KEYFRAME_SECONDS, settings.hls_time)
         argv += [
             "-c:v",
             "libx264",
@@ -116,9 +117,8 @@ def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
             settings.target_video_bitrate,
             "-bufsize",
             settings.target_video_bitrate,
-            # A keyframe at every segment boundary.
             "-force_key_frames",
-            f"expr:gte(t,n_forced*{settings.hls_time})",
+            f"expr:gte(t,n_forced*{keyframes:g})",
         ]
     else:
         argv += ["-c:v", "copy"]
@@ -128,24 +128,16 @@ def ffmpeg_command(settings, url, folder, prefix, encoding=Encoding()):
         argv += ["-c:a", "copy"]
     argv += [
         "-f",
-        "hls",
-        "-hls_time",
-        f"{settings.hls_time:g}",
-        "-hls_init_time",
-        f"{min(HLS_INIT_TIME, settings.hls_time):g}",
-        "-hls_list_size",
-        str(max(FFMPEG_LIST_SIZE, settings.hls_list_size)),
-        "-hls_flags",
-        "temp_file",
-        "-hls_segment_type",
         "mpegts",
-        "-hls_segment_filename",
-        os.path.join(folder, f"{prefix}_%05d.ts"),
+        # Write each packet as it is muxed: the daemon cuts and fans out
+        # the stream, and a buffered pipe would delay it.
+        "-flush_packets",
+        "1",
         "-progress",
         f"pipe:{PROGRESS_FD}",
         "-stats_period",
         str(STATS_PERIOD),
-        os.path.join(folder, f"{prefix}.m3u8"),
+        "pipe:1",
     ]
     return argv
 
@@ -158,7 +150,7 @@ class FFmpegProcess(ChildProtocol):
     ``ffmpeg_report(facts)`` once the input streams are known,
     ``ffmpeg_event(event)`` for each classified stderr line,
     ``ffmpeg_progress(progress)`` for each progress block,
-    ``ffmpeg_segment()`` when a new segment may have been completed, and
+    ``ffmpeg_media(data)`` for the MPEG-TS it writes, and
     ``ffmpeg_ended(process)`` when the process has exited.
     """
 
@@ -182,11 +174,12 @@ class FFmpegProcess(ChildProtocol):
         if fd == 2:
             for line in self._lines.feed(data):
                 self._stderr_line(line)
+        elif fd == 1:
+            self.observer.ffmpeg_media(data)
         elif fd == PROGRESS_FD:
             for progress in self._progress.feed(data):
                 self.last_progress = progress
                 self.observer.ffmpeg_progress(progress)
-        # fd 1 (stdout) carries nothing we need; reading it keeps the pipe drained.
 
     def _stderr_line(self, line):
         if self.facts is None:
@@ -197,7 +190,6 @@ class FFmpegProcess(ChildProtocol):
         event = media.classify_stderr_line(line)
         if event is not None:
             if event.kind is media.EventKind.SEGMENT_OPENED:
-                self.observer.ffmpeg_segment()
                 return
             if event.fatal:
                 self.fatal_event = event

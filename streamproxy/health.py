@@ -85,6 +85,38 @@ def write_updates(cursor, rows):
     cursor.executemany(UPDATE_ROW, rows)
 
 
+class HealthListener:
+    """
+    What a channel tells about its streams' health; every call does
+    nothing here.  :class:`HealthRecorder` writes it to the table.
+    """
+
+    def stream_validated(self, candidate):
+        """
+        ``candidate`` carries usable audio and video.
+        """
+
+    def stream_started(self, candidate):
+        """
+        ``candidate``'s media is going out to viewers.
+        """
+
+    def stream_buffering(self, candidate):
+        """
+        ``candidate`` had a buffering event while playing.
+        """
+
+    def stream_failed(self, candidate, reason, seconds_failing=0.0):
+        """
+        ``candidate`` failed for ``reason`` after ``seconds_failing`` of not working.
+        """
+
+    def stream_stopped(self, candidate, seconds_live=None):
+        """
+        ``candidate`` was stopped while working.
+        """
+
+
 class _Run:
     """
     A live stream: its time is counted as Uptime up to ``accrued_to``.
@@ -96,7 +128,7 @@ class _Run:
         self.status = status
 
 
-class HealthRecorder(Service):
+class HealthRecorder(Service, HealthListener):
     """
     Collects stream health events and writes them to the table in batches.
 
@@ -151,7 +183,7 @@ class HealthRecorder(Service):
 
     def stream_started(self, candidate):
         """
-        ``candidate`` delivered its first segment: it counts as up from now.
+        ``candidate``'s media is going out: it counts as up from now.
         """
         self._live[candidate.rowid] = _Run(self._reactor.seconds(), ONLINE)
         self._note(candidate.rowid, ONLINE)

@@ -1,114 +1,123 @@
 """
-The live HLS playlist a channel serves, kept by the daemon itself.
+The live HLS playlist a channel serves (RFC 8216), kept by the daemon.
 
-ffmpeg writes segments and a playlist of its own for each attempt (one
-candidate stream, one ffmpeg run).  The daemon reads new segments from that
-playlist and appends them to one :class:`LivePlaylist` per channel, so that
-across restarts and failovers the viewer sees one continuous live playlist:
-the media sequence only grows, names never repeat (each attempt has its own
-name prefix), and ``#EXT-X-DISCONTINUITY`` marks each switch.
+One :class:`LivePlaylist` per channel lives as long as the channel, across
+every failover, and holds to these rules for its whole life:
+
+- ``#EXT-X-TARGETDURATION`` is fixed when the channel starts and never
+  changes; the segmenter never cuts a segment whose duration would round
+  above it (section 4.3.3.1);
+- a segment leaves the window only while the segments that stay still last
+  at least three target durations (section 6.2.2), and never below
+  ``min_segments``;
+- ``#EXT-X-DISCONTINUITY`` stays in front of its segment as long as that
+  segment is listed, and ``#EXT-X-DISCONTINUITY-SEQUENCE`` counts the tags
+  that have left (section 6.2.2);
+- the media sequence only grows and names never repeat;
+- a segment that leaves stays available for its own duration plus the
+  playlist's duration (section 6.2.2), which :meth:`LivePlaylist.add`
+  reports to the caller, who deletes the file.
 """
 
 import math
 from collections import deque
 from dataclasses import dataclass
 
+# A live playlist lists at least this many target durations of media once
+# it has that much (RFC 8216, 6.2.2).
+MIN_WINDOW_TARGETS = 3
+
+# Extra seconds a segment that left the playlist stays fetchable beyond
+# what RFC 8216 asks, for clients that are slow to fetch.
+RETENTION_MARGIN_SECONDS = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
     """
-    One segment in the channel's playlist.
+    One segment of the channel's playlist.
     """
 
     name: str
     duration: float
     sequence: int
     discontinuity: bool = False
+    size: int = 0
 
 
-def parse_media_playlist(text):
+def target_duration_for(hls_time):
     """
-    The ``(uri, duration)`` pairs of an HLS media playlist, in order.
-
-    Tolerates a playlist cut short while being written: an ``#EXTINF``
-    without its URI line is ignored.
+    The target duration, whole seconds, for a configured ``hls_time``.
     """
-    segments = []
-    duration = None
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("#EXTINF:"):
-            value = line[len("#EXTINF:") :].split(",", 1)[0]
-            try:
-                duration = float(value)
-            except ValueError:
-                duration = None
-        elif line and not line.startswith("#"):
-            if duration is not None:
-                segments.append((line, duration))
-            duration = None
-    return segments
+    return max(1, math.ceil(hls_time))
 
 
 class LivePlaylist:
     """
-    A sliding window of the last ``list_size`` segments of a channel.
-
-    ``target_duration`` is stated from the start and, as RFC 8216 asks,
-    never lowered; it only rises if a segment turns out longer (a stream
-    whose keyframes are further apart than ``hls_time``).
+    The window of a channel's segments and its rendered text.
     """
 
-    def __init__(self, target_duration, list_size):
-        self.target_duration = max(1, math.ceil(target_duration))
-        self.list_size = list_size
+    def __init__(self, target_duration, min_segments=3):
+        self.target_duration = int(target_duration)
+        self.min_segments = max(1, int(min_segments))
         self.segments = deque()
         self.next_sequence = 0
         self.discontinuity_sequence = 0
-        self._break_pending = False
+        self._duration = 0.0
         self._text = None
 
     def __len__(self):
         return len(self.segments)
 
-    def mark_discontinuity(self):
+    @property
+    def duration(self):
         """
-        The next segment comes from a different ffmpeg run (a restart or a
-        failover) and must be announced with ``#EXT-X-DISCONTINUITY``.
+        Seconds of media listed now.
         """
-        if self.segments:
-            self._break_pending = True
-
-    def add(self, name, duration):
-        """
-        Append a finished segment; return the names that left the window.
-        """
-        segment = Segment(name, duration, self.next_sequence, self._break_pending)
-        self._break_pending = False
-        self.next_sequence += 1
-        self.segments.append(segment)
-        self.target_duration = max(self.target_duration, round(duration))
-        gone = []
-        while len(self.segments) > self.list_size:
-            old = self.segments.popleft()
-            gone.append(old.name)
-            if self.segments[0].discontinuity:
-                # The tag that left the window is counted so that clients
-                # can keep timelines apart (RFC 8216, 4.3.3.3).
-                self.discontinuity_sequence += 1
-        self._text = None
-        return gone
+        return self._duration
 
     @property
     def media_sequence(self):
         """
-        The sequence number of the first segment in the window.
+        The sequence number of the first segment listed.
         """
         return self.segments[0].sequence if self.segments else self.next_sequence
 
+    def add(self, name, duration, discontinuity=False, size=0):
+        """
+        Append a finished segment of ``size`` bytes.  ``discontinuity``
+        marks the first segment of another source (ignored for the very
+        first segment).
+
+        Returns ``[(name, keep_seconds)]`` of the segments that left the
+        window, each with how long it must stay fetchable.
+        """
+        discontinuity = bool(discontinuity and self.next_sequence)
+        self.segments.append(Segment(name, duration, self.next_sequence, discontinuity, size))
+        self.next_sequence += 1
+        self._duration += duration
+        gone = []
+        floor = MIN_WINDOW_TARGETS * self.target_duration
+        while len(self.segments) > self.min_segments and self._duration - self.segments[0].duration >= floor:
+            old = self.segments.popleft()
+            self._duration -= old.duration
+            if old.discontinuity:
+                self.discontinuity_sequence += 1
+            gone.append((old.name, old.duration + self._duration + RETENTION_MARGIN_SECONDS))
+        self._text = None
+        return gone
+
+    def bitrate_kbps(self, count=3):
+        """
+        The bitrate of the newest ``count`` segments, kbit/s, or None.
+        """
+        newest = list(self.segments)[-count:]
+        seconds = sum(s.duration for s in newest)
+        return round(sum(s.size for s in newest) * 8 / 1000 / seconds) if seconds > 0 else None
+
     def names(self):
         """
-        The names of the segments in the window.
+        The names of the segments listed now.
         """
         return [segment.name for segment in self.segments]
 
@@ -124,10 +133,8 @@ class LivePlaylist:
                 f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
                 f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
             ]
-            for index, segment in enumerate(self.segments):
-                # A discontinuity on the first segment of the window has
-                # already been counted in the discontinuity sequence.
-                if segment.discontinuity and index > 0:
+            for segment in self.segments:
+                if segment.discontinuity:
                     lines.append("#EXT-X-DISCONTINUITY")
                 lines.append(f"#EXTINF:{segment.duration:.3f},")
                 lines.append(segment.name)

@@ -3,7 +3,8 @@ The last log lines, kept in memory for the log viewer.
 
 A :class:`LogBuffer` is a ``twisted.logger`` observer that formats each
 event into one entry (time, level, namespace, text, channel id), masks
-every URL in it with :func:`streamproxy.media.mask_url` before keeping it,
+every URL in it with :func:`streamproxy.urls.mask_text` before keeping it
+(the table's stream URLs by their display form, others by heuristics),
 and keeps the newest ``size`` entries in a ring buffer.  Each entry has a
 sequence number, so the page asks only for what it has not seen yet.
 
@@ -18,7 +19,7 @@ from collections import deque
 from twisted.application.service import Service
 from twisted.logger import LogLevel, eventAsText, globalLogPublisher
 
-from .media import mask_url
+from .urls import mask_text
 
 # Level names from least to most severe, as the API and the page use them.
 LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -118,7 +119,7 @@ class LogBuffer:
         Format, mask and keep one log event; returns the entry.
         """
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        text = mask_url(text.rstrip("\n"))
+        text = mask_text(text.rstrip("\n"))
         self._last += 1
         entry = {
             "seq": self._last,

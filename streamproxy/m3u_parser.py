@@ -7,8 +7,11 @@ playlist (a 50,000-entry playlist parses in well under a second).
 """
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from .urls import DEFAULT_SCHEMES, scheme_problem, url_scheme
 
 _ATTRIBUTE = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*"([^"]*)"')
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
@@ -143,24 +146,46 @@ def exact_url_key(url):
     return "url:" + url
 
 
-def stream_entries(entries, groups=None, key=stream_key):
+def disallowed_scheme(url, allowed_schemes=DEFAULT_SCHEMES):
+    """
+    What :func:`stream_entries` and :func:`streamproxy.xtream.stream_entries`
+    count a stream ``url`` under when it may not be played (its scheme,
+    ``no scheme`` for a bare path), or None when its scheme is one of
+    ``allowed_schemes`` (``allowed_url_schemes``).
+    """
+    separator = url.find("://")
+    if separator > 0 and url[:separator].lower() in allowed_schemes:
+        return None  # the common case, without the general rule's regular expression
+    if scheme_problem(url, allowed_schemes) is None:
+        return None
+    return url_scheme(url) or "no scheme"
+
+
+def stream_entries(entries, groups=None, key=stream_key, allowed_schemes=DEFAULT_SCHEMES):
     """
     The :class:`StreamEntry` values of parsed playlist ``entries``, keyed by
     ``key(url)`` (:func:`stream_key` by default); only ``groups`` (group
-    titles, case ignored) when given.  A stream listed twice (same key) is
-    kept once, the first time.
+    titles, case ignored) when given, and only URLs whose scheme is one of
+    ``allowed_schemes`` (``file://``, ``concat:``, a bare path never are).
+    A stream listed twice (same key) is kept once, the first time.
 
-    :return: ``(stream entries, duplicates left out, entries outside groups)``.
+    :return: ``(stream entries, duplicates left out, entries outside groups,
+        Counter of the entries left out for their scheme, by scheme)``.
     """
     wanted = {g.casefold() for g in groups} if groups else None
     seen = set()
     result = []
     duplicates = outside = 0
+    disallowed = Counter()
     for entry in entries:
         attributes = entry.attributes
         group = attributes.get("group-title", "")
         if wanted is not None and group.casefold() not in wanted:
             outside += 1
+            continue
+        scheme = disallowed_scheme(entry.url, allowed_schemes)
+        if scheme is not None:
+            disallowed[scheme] += 1
             continue
         entry_key = key(entry.url)
         if entry_key in seen:
@@ -179,4 +204,4 @@ def stream_entries(entries, groups=None, key=stream_key):
                 number=_number(attributes),
             )
         )
-    return result, duplicates, outside
+    return result, duplicates, outside, disallowed

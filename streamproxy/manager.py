@@ -4,12 +4,12 @@ between clients, checking their health, and stopping the unused ones.
 """
 
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .dvr import OFF, idle_decision
+from .periodic import periodic
 from .processes import sweep_leftovers
 from .session import ChannelSession, FailureMemory
 
@@ -39,7 +39,7 @@ class UnknownChannel(KeyError):
         return f"no channel {self.args[0]}"
 
 
-class ChannelManager(Service):
+class ChannelManager(MultiService):
     """
     The running :class:`ChannelSession` of each tuned channel.
 
@@ -56,6 +56,7 @@ class ChannelManager(Service):
 
     def __init__(self, settings, store, ranking, slots, reactor=None, is_watched=None,
                  dvr=None, health=None):
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
@@ -76,32 +77,26 @@ class ChannelManager(Service):
         self.sessions = {}
         self.ended = []
         self._sequence = 0
-        self._health = LoopingCall(self._check_health)
-        self._health.clock = reactor
-        self._cleanup = LoopingCall(self._stop_unused)
-        self._cleanup.clock = reactor
+        periodic(settings.buffer_check_interval, self._check_health, "the health check of running channels",
+                 reactor).setServiceParent(self)
+        periodic(min(CLEANUP_INTERVAL_SECONDS, settings.inactivity_timeout / 2), self._stop_unused,
+                 "the check for unused channels", reactor).setServiceParent(self)
 
     def startService(self):
         """
         Clear what an earlier run left behind, then start the periodic checks.
         """
-        super().startService()
         sweep_leftovers(self.settings.segment_dir)
-        self._health.start(self.settings.buffer_check_interval, now=False)
-        self._cleanup.start(
-            min(CLEANUP_INTERVAL_SECONDS, self.settings.inactivity_timeout / 2), now=False
-        )
+        super().startService()
 
     def stopService(self):
         """
         Stop every channel; fires once every ffmpeg and ffprobe has exited
         and every segment folder is gone.
         """
-        super().stopService()
-        for loop in (self._health, self._cleanup):
-            if loop.running:
-                loop.stop()
-        return self.stop_all("the daemon is shutting down")
+        timers = super().stopService()
+        stopped = self.stop_all("the daemon is shutting down")
+        return defer.DeferredList([timers, stopped], consumeErrors=True)
 
     def stop_all(self, reason):
         """
@@ -116,7 +111,7 @@ class ChannelManager(Service):
         """
         return self.sessions.get(channel_id)
 
-    def tune(self, channel_id):
+    def tune(self, channel_id, client=None):
         """
         The session for ``channel_id``, started if it is not running.
 
@@ -143,24 +138,27 @@ class ChannelManager(Service):
             )
             self.sessions[channel_id] = session
             session.start()
-        session.touch()
+        session.touch(client)
         return session
 
-    def playlist(self, channel_id):
+    def playlist(self, channel_id, client=None):
         """
         A Deferred firing with the channel's live playlist text, starting
-        the channel when needed.
+        the channel when needed; ``client`` (an address) counts as an HLS
+        viewer.
         """
-        return self.tune(channel_id).wait_ready()
+        return self.tune(channel_id, client).wait_ready()
 
-    def segment_path(self, channel_id, name):
+    def segment_path(self, channel_id, name, touch=True, client=None):
         """
-        The file of a segment of a running channel, or None.
+        The file of a segment of a running channel, or None.  A request
+        for it counts as activity unless ``touch`` is false (HEAD).
         """
         session = self.sessions.get(channel_id)
         if session is None:
             return None
-        session.touch()
+        if touch:
+            session.touch(client)
         return session.segment_path(name)
 
     def force_switch(self, channel_id):
@@ -201,10 +199,10 @@ class ChannelManager(Service):
         timeout = self.settings.inactivity_timeout
         for session in list(self.sessions.values()):
             try:
-                if session.state in ("failed", "stopped"):
+                if session.ended:
                     continue
                 stop, reason = idle_decision(
-                    now - session.last_request,
+                    session.idle_seconds(now),
                     timeout,
                     self._dvr_state(),
                     self.is_watched(session.channel_id),
@@ -244,6 +242,9 @@ class ChannelManager(Service):
         self._making_room &= set(self.sessions.values())
         if self._making_room:
             return  # a stream stopped for room has not let go of its slot yet
+        # A stream started alongside a live one gives way first.
+        if any([session.release_spare(sources) for session in list(self.sessions.values())]):
+            return
         threshold = min(
             self.settings.inactivity_timeout,
             max(TAKEOVER_MIN_IDLE_SECONDS, TAKEOVER_IDLE_TARGETS * self.settings.hls_time),
@@ -253,11 +254,9 @@ class ChannelManager(Service):
         for session in list(self.sessions.values()):
             try:
                 attempt = session.attempt
-                if session.state in ("failed", "stopped") or attempt is None or attempt.ending:
+                if session.ended or attempt is None or attempt.candidate.source not in sources:
                     continue
-                if attempt.candidate.source not in sources:
-                    continue
-                idle = now - session.last_request
+                idle = session.idle_seconds(now)
                 stop, reason = idle_decision(
                     idle, threshold, self._dvr_state(), self.is_watched(session.channel_id)
                 )

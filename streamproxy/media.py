@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .urls import mask_text
+
 __all__ = [
     "BUFFERING_KINDS",
     "COPYABLE_AUDIO",
@@ -585,75 +587,15 @@ def describe_event(event: Event) -> str:
 # ---------------------------------------------------------------------------
 # Credential masking
 
-_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-# Everything after "scheme://"; every part may be empty, so it always matches.
-_URL_PARTS_RE = re.compile(
-    r"(?P<netloc>[^/?#]*)(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?P<fragment>#.*)?$"
-)
-# "http://host/x.ts: Connection refused" - the colon belongs to the message.
-_TRAILING_PUNCTUATION = ".,;:!?)"
-# Xtream Codes panels put USER/PASS right after these.
-_XTREAM_KINDS = frozenset({"live", "movie", "series", "timeshift"})
-_SECRET_PARAM_RE = re.compile(
-    r"user|login|pass|pwd|token|key|auth|sig|secret|session|hash|hdn", re.IGNORECASE
-)
-# Long opaque path components are usually tokens; readable names are not.
-_TOKENISH_RE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-=.%~]{20,}$")
-_MASK = "***"
-
-
-def _mask_path(path: str) -> str:
-    segments = path.split("/")
-    names = segments[1:]  # the path starts with "/"
-    if len(names) >= 3 and names[0].lower() in _XTREAM_KINDS:
-        secret = {1, 2}  # /live/USER/PASS/ID.ts; PASS is masked even if last
-    elif len(names) == 3:
-        secret = {0, 1}  # http://host:port/USER/PASS/ID
-    else:
-        secret = set()
-    # Only intermediate components: the last one is the resource name.
-    secret.update(i for i, name in enumerate(names[:-1]) if _TOKENISH_RE.match(name))
-    for index in secret:
-        if names[index]:
-            names[index] = _MASK
-    return "/".join([segments[0], *names])
-
-
-def _mask_query(query: str) -> str:
-    pairs = []
-    for pair in query.split("&"):
-        name, equals, _value = pair.partition("=")
-        if equals and _SECRET_PARAM_RE.search(name):
-            pair = f"{name}={_MASK}"
-        pairs.append(pair)
-    return "&".join(pairs)
-
-
-def _mask_one_url(url: str) -> str:
-    stripped = url.rstrip(_TRAILING_PUNCTUATION)
-    suffix = url[len(stripped):]
-    scheme, _, rest = stripped.partition("://")
-    netloc, path, query, fragment = _URL_PARTS_RE.match(rest).group("netloc", "path", "query", "fragment")
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        netloc = (f"{_MASK}:{_MASK}" if ":" in userinfo else _MASK) + "@" + host
-    masked = f"{scheme}://{netloc}{_mask_path(path) if path else ''}"
-    if query is not None:
-        masked += "?" + _mask_query(query)
-    return masked + (fragment or "") + suffix
-
 
 def mask_url(text: str) -> str:
     """Mask credentials in every URL found in ``text``.
 
-    Masks ``user:pass@`` userinfo, Xtream-style ``/live/USER/PASS/ID`` and
-    ``/USER/PASS/ID`` paths, long token-like path components, and query
-    parameters whose names look secret (user, password, token, key, auth,
-    sig, ...).  Scheme, host, port and the final path component stay
-    visible.  Over-masking an innocent three-level path is accepted as
-    the price of never leaking a password into a log.
+    The stream URLs the daemon holds are replaced by their display form
+    (exact match), every other URL is masked by heuristics; see
+    :func:`streamproxy.urls.mask_text`.
     """
-    return _URL_RE.sub(lambda match: _mask_one_url(match.group(0)), text)
+    return mask_text(text)
 
 
 # ---------------------------------------------------------------------------

@@ -31,10 +31,15 @@ def _first(ranked, attribute):
     return ""
 
 
-def entry_lines(channel_id, ranked, base_url):
+# The file each stream format is served as, under /channel/<id>/.
+STREAM_FILES = {"hls": "stream.m3u8", "ts": "stream.ts"}
+
+
+def entry_lines(channel_id, ranked, base_url, stream_format="hls"):
     """
     The ``#EXTINF`` line and URL line for one channel whose candidates are
-    ``ranked`` best first.
+    ``ranked`` best first; the URL is the channel's HLS playlist or, with
+    ``stream_format`` ``ts``, its MPEG-TS stream.
 
     Metadata comes from the best candidate, falling back to the next one
     that has a value, so one row with a missing logo does not hide another's.
@@ -56,20 +61,21 @@ def entry_lines(channel_id, ranked, base_url):
         parts.append(f' group-title="{group}"')
     if guide_id.isdigit():
         parts.append(f' tvc-guide-stationid="{guide_id}"')
-    parts.append(f",{name}\n{base_url}/channel/{channel_id}/stream.m3u8\n")
+    parts.append(f",{name}\n{base_url}/channel/{channel_id}/{STREAM_FILES[stream_format]}\n")
     return "".join(parts)
 
 
-def build_m3u(channels, ranking, base_url):
+def build_m3u(channels, ranking, base_url, stream_format="hls"):
     """
     The whole playlist text for ``channels`` (a mapping of channel id to
-    candidates, in channel order), with stream URLs under ``base_url``
-    (``http://host:port``, no trailing slash).
+    candidates, in channel order), with stream URLs of ``stream_format``
+    (``hls`` or ``ts``) under ``base_url`` (``http://host:port``, no
+    trailing slash).
     """
     parts = ["#EXTM3U\n"]
     for channel_id, candidates in channels.items():
         ranked = ranking.rank(candidates) if len(candidates) > 1 else candidates
-        parts.append(entry_lines(channel_id, ranked, base_url))
+        parts.append(entry_lines(channel_id, ranked, base_url, stream_format))
     return "".join(parts)
 
 
@@ -89,15 +95,16 @@ class PlaylistCache:
         self._catalog = None
         self._texts = {}
 
-    def get(self, catalog, name, channels, base_url):
+    def get(self, catalog, name, channels, base_url, stream_format="hls"):
         """
         The text of playlist ``name`` (whose ``channels`` come from
-        ``catalog``) with stream URLs under ``base_url``.
+        ``catalog``) with ``stream_format`` URLs under ``base_url``.
         """
         if catalog is not self._catalog:
             self._catalog = catalog
             self._texts = {}
-        template = self._texts.get(name)
+        template = self._texts.get((name, stream_format))
         if template is None:
-            template = self._texts[name] = build_m3u(channels, self._ranking, _BASE)
+            template = build_m3u(channels, self._ranking, _BASE, stream_format)
+            self._texts[(name, stream_format)] = template
         return template.replace(_BASE, base_url)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from . import media
 from .ffmpeg import ANALYZE_DURATION_US, PROBE_SIZE
 from .processes import ChildProtocol, spawn
+from .urls import protocol_whitelist_options
 
 log = Logger()
 
@@ -55,6 +56,8 @@ def ffprobe_command(settings, url):
         "-print_format",
         "json",
         "-show_streams",
+        # Only the network protocols of allowed_url_schemes (never file:).
+        *protocol_whitelist_options(settings.allowed_url_schemes),
         url,
     ]
 

@@ -154,17 +154,26 @@ def read_remembered(cursor, provider):
     )
 
 
-def apply_plan(cursor, plan, provider=None, account=None, commit=None):
+def apply_plan(cursor, plan, provider=None, account=None, after_batch=None, batch_rows=BATCH_ROWS):
     """
     Write ``plan``: insert, update and delete rows of ``LiveStreams`` and,
     with a ``provider`` and ``account``, keep the side tables in step.
-    Statements go in batches of :data:`BATCH_ROWS`; ``commit``, when given,
-    is called after each batch (``import-m3u`` commits as it goes; a
-    provider sync is one transaction and passes none).
+    Statements go in batches of ``batch_rows``; ``after_batch(done)``, when
+    given, is called after each batch with the number of rows written so far
+    (``import-m3u`` commits and shows its progress there; a provider sync is
+    one transaction and passes none).
     """
     owned = provider is not None
-    for start in range(0, len(plan.inserts), BATCH_ROWS):
-        batch = plan.inserts[start : start + BATCH_ROWS]
+    done = 0
+
+    def batch_written(size):
+        nonlocal done
+        done += size
+        if after_batch is not None:
+            after_batch(done)
+
+    for start in range(0, len(plan.inserts), batch_rows):
+        batch = plan.inserts[start : start + batch_rows]
         lines = []
         for insert in batch:
             cursor.execute(
@@ -181,25 +190,22 @@ def apply_plan(cursor, plan, provider=None, account=None, commit=None):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 lines,
             )
-        if commit is not None:
-            commit()
-    for start in range(0, len(plan.updates), BATCH_ROWS):
-        batch = plan.updates[start : start + BATCH_ROWS]
+        batch_written(len(batch))
+    for start in range(0, len(plan.updates), batch_rows):
+        batch = plan.updates[start : start + batch_rows]
         cursor.executemany(_UPDATE_ROW, [(*values, rowid) for rowid, values in batch])
         if owned:
             cursor.executemany(
                 f'UPDATE "{OWNERS}" SET "url" = ? WHERE "row" = ?',
                 [(values[_URL_POSITION], rowid) for rowid, values in batch],
             )
-        if commit is not None:
-            commit()
-    for start in range(0, len(plan.removes), BATCH_ROWS):
-        batch = [(rowid,) for rowid in plan.removes[start : start + BATCH_ROWS]]
+        batch_written(len(batch))
+    for start in range(0, len(plan.removes), batch_rows):
+        batch = [(rowid,) for rowid in plan.removes[start : start + batch_rows]]
         cursor.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", batch)
         if owned:
             cursor.executemany(f'DELETE FROM "{OWNERS}" WHERE "row" = ?', batch)
-        if commit is not None:
-            commit()
+        batch_written(len(batch))
     if owned and plan.remembered:
         cursor.executemany(
             f'INSERT OR REPLACE INTO "{ASSIGNMENTS}" ("provider", "match_key", "channel_id") VALUES (?, ?, ?)',
@@ -252,12 +258,15 @@ def read_owners(cursor):
     }
 
 
-def import_rows(connection, entries, source, quality, playlist, commit_every=True):
+def import_rows(connection, entries, source, quality, playlist, batch_rows=BATCH_ROWS, progress=None):
     """
     ``import-m3u``: add ``entries`` (keyed by their whole URL) to the table as
     rows of ``source``, updating rows of that source with the same URL and
-    removing nothing.  These rows belong to no provider.  Written in batches,
-    committed after each one.
+    removing nothing.  These rows belong to no provider.  Written in batches
+    of ``batch_rows``, each committed on its own (an interrupted import
+    keeps what it wrote; importing again completes it); ``progress(done,
+    total)`` is called after each with the rows written so far and the rows
+    to write (added and updated; unchanged ones need no write).
 
     :return: ``(added, updated, unchanged)``.
     """
@@ -273,6 +282,13 @@ def import_rows(connection, entries, source, quality, playlist, commit_every=Tru
             continue
         owned.setdefault("url:" + values[_URL_POSITION], OwnedRow(rowid, channel, values))
     plan = plan_sync(entries, owned, index, source, quality, playlist, remove_missing=False)
-    apply_plan(connection, plan, commit=connection.commit if commit_every else None)
+    total = len(plan.inserts) + len(plan.updates)
+
+    def batch_done(done):
+        connection.commit()
+        if progress is not None:
+            progress(done, total)
+
+    apply_plan(connection, plan, after_batch=batch_done, batch_rows=batch_rows)
     connection.commit()
     return len(plan.inserts), len(plan.updates), plan.unchanged

@@ -11,7 +11,12 @@ playing keep the candidates they started with.  An account whose fetch fails
 (down, HTTP error, an HTML page, garbage, an empty list, Xtream ``auth: 0``)
 keeps its previous rows; the error and its time show in ``status()``, and
 the provider is tried again after a back-off (5 min, doubling, never later
-than its schedule).  Credentials never reach a log line or ``status()``.
+than its schedule).  Streams whose URL's scheme is not one of
+``allowed_url_schemes`` are left out and counted, as the table's own rows
+are.  Credentials never reach a log line or ``status()``: the providers'
+URLs are known to :data:`~streamproxy.urls.KNOWN_URLS`, so log text shows
+them only in their display form, and errors are scrubbed of the account's
+secrets.
 """
 
 import json
@@ -22,9 +27,10 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from . import xtream
-from .fetch import FetchError, display_url, fetch
+from .fetch import FetchError, fetch
 from .m3u_parser import M3UError, parse_m3u, stream_entries
 from .provider_rows import sync_accounts
+from .urls import DEFAULT_SCHEMES, KNOWN_URLS, display_url
 
 log = Logger()
 
@@ -33,6 +39,9 @@ log = Logger()
 RETRY_FIRST_SECONDS = 300.0
 
 SECONDS_PER_HOUR = 3600.0
+
+# The player_api.php actions a sync asks for.
+XTREAM_ACTIONS = ("get_live_categories", "get_live_streams")
 
 
 class SyncProblem(Exception):
@@ -66,6 +75,24 @@ def compute_limits(providers, source_limits, learned):
         if name not in limits and all(v is not None for v in values):
             limits[name] = sum(values)
     return limits, account_limits
+
+
+def provider_urls(provider):
+    """
+    The URLs with credentials that the daemon asks for ``provider`` (a
+    :class:`~streamproxy.config.ProviderConfig`): its playlist, or its
+    Xtream API and guide URLs.
+    """
+    if provider.kind == "m3u":
+        return (provider.m3u_url,)
+    base = xtream.server_base(provider.xtream_url)
+    user, password = provider.xtream_username, provider.xtream_password
+    return (
+        provider.xtream_url,
+        xtream.api_url(base, user, password),
+        *(xtream.api_url(base, user, password, action) for action in XTREAM_ACTIONS),
+        xtream.guide_url(base, user, password),
+    )
 
 
 def retry_delay(failures, refresh_seconds):
@@ -110,12 +137,30 @@ def _looks_like_html(text):
     return start.startswith(("<!doctype html", "<html", "<head", "<body"))
 
 
-def read_m3u_answer(body, groups=()):
+def _no_streams(sentence, groups, disallowed, allowed_schemes):
     """
-    The stream entries of an M3U provider's answer ``body`` (bytes).  Runs
-    in a worker thread: a large playlist takes a moment to parse.
+    The :class:`SyncProblem` of an answer that gave no usable stream:
+    ``sentence`` ("the playlist lists no streams"), the groups asked for,
+    and the streams left out for their scheme.
+    """
+    where = f" in the groups {', '.join(groups)}" if groups else ""
+    if disallowed:
+        kinds = ", ".join(f"{scheme}: {count}" for scheme, count in sorted(disallowed.items()))
+        return SyncProblem(
+            f"{sentence}{where} whose URL scheme is in allowed_url_schemes "
+            f"({', '.join(allowed_schemes)}); left out: {kinds}"
+        )
+    return SyncProblem(f"{sentence}{where}")
 
-    :return: ``(entries, {"duplicates": n, "outside_groups": n})``.
+
+def read_m3u_answer(body, groups=(), allowed_schemes=DEFAULT_SCHEMES):
+    """
+    The stream entries of an M3U provider's answer ``body`` (bytes), without
+    those whose URL's scheme is not one of ``allowed_schemes``.  Runs in a
+    worker thread: a large playlist takes a moment to parse.
+
+    :return: ``(entries, {"duplicates": n, "outside_groups": n,
+        "scheme_not_allowed": {scheme: n}})``.
     :raises SyncProblem: for an HTML page, anything not M3U, or no streams.
     """
     text = _text_of(body)
@@ -125,11 +170,12 @@ def read_m3u_answer(body, groups=()):
         parsed = parse_m3u(text)
     except M3UError as e:
         raise SyncProblem(str(e))
-    entries, duplicates, outside = stream_entries(parsed, groups or None)
+    entries, duplicates, outside, disallowed = stream_entries(
+        parsed, groups or None, allowed_schemes=allowed_schemes
+    )
     if not entries:
-        where = f" in the groups {', '.join(groups)}" if groups else ""
-        raise SyncProblem(f"the playlist lists no streams{where}")
-    return entries, {"duplicates": duplicates, "outside_groups": outside}
+        raise _no_streams("the playlist lists no streams", groups, disallowed, allowed_schemes)
+    return entries, {"duplicates": duplicates, "outside_groups": outside, "scheme_not_allowed": dict(disallowed)}
 
 
 def read_json_answer(body, what):
@@ -147,24 +193,25 @@ def read_json_answer(body, what):
         raise SyncProblem(f"the answer to {what} is not JSON")
 
 
-def read_xtream_streams(body, categories, base, username, password, groups=()):
+def read_xtream_streams(body, categories, base, username, password, groups=(), allowed_schemes=DEFAULT_SCHEMES):
     """
-    The stream entries of a ``get_live_streams`` answer (in a worker thread).
+    The stream entries of a ``get_live_streams`` answer (in a worker thread),
+    none when the server's scheme is not one of ``allowed_schemes``.
 
-    :return: ``(entries, {"unusable": n, "outside_groups": n})``.
+    :return: ``(entries, {"unusable": n, "outside_groups": n,
+        "scheme_not_allowed": {scheme: n}})``.
     :raises SyncProblem: when it is not a list of streams, or lists none.
     """
     document = read_json_answer(body, "get_live_streams")
     try:
-        entries, unusable, outside = xtream.stream_entries(
-            document, categories, base, username, password, groups or None
+        entries, unusable, outside, disallowed = xtream.stream_entries(
+            document, categories, base, username, password, groups or None, allowed_schemes=allowed_schemes
         )
     except xtream.XtreamError as e:
         raise SyncProblem(str(e))
     if not entries:
-        where = f" in the groups {', '.join(groups)}" if groups else ""
-        raise SyncProblem(f"the account lists no live streams{where}")
-    return entries, {"unusable": unusable, "outside_groups": outside}
+        raise _no_streams("the account lists no live streams", groups, disallowed, allowed_schemes)
+    return entries, {"unusable": unusable, "outside_groups": outside, "scheme_not_allowed": dict(disallowed)}
 
 
 @dataclass
@@ -209,12 +256,16 @@ class ProviderSync(Service):
     :class:`~streamproxy.slots.SourceSlots` whose limits follow the
     accounts, ``client`` a treq ``HTTPClient``.  ``run_in_thread(f, *args)``
     runs parsing off the reactor thread (tests pass a synchronous one).
+    Only streams whose URL's scheme is in ``allowed_schemes``
+    (``allowed_url_schemes``) become rows.  The providers' URLs go to
+    ``known_urls`` (:data:`~streamproxy.urls.KNOWN_URLS` by default), so
+    log text never shows them whole.
     """
 
     name = "providers"
 
     def __init__(self, providers, store, slots, client, source_limits=None, reactor=None,
-                 run_in_thread=None):
+                 run_in_thread=None, allowed_schemes=DEFAULT_SCHEMES, known_urls=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -223,7 +274,11 @@ class ProviderSync(Service):
         self._client = client
         self._source_limits = dict(source_limits or {})
         self._run_in_thread = run_in_thread or self._thread_runner
+        self._allowed_schemes = tuple(allowed_schemes)
         self.providers = tuple(providers)
+        (KNOWN_URLS if known_urls is None else known_urls).keep(
+            url for provider in self.providers for url in provider_urls(provider)
+        )
         self._learned = {}
         self._states = {}
         self._rows_cache = (None, {})
@@ -438,7 +493,10 @@ class ProviderSync(Service):
         config = account.config
         if config.kind == "m3u":
             body = await self._get(config.m3u_url, "the playlist")
-            entries, skipped = await self._run_in_thread(read_m3u_answer, body, config.groups)
+            entries, skipped = await self._run_in_thread(
+                read_m3u_answer, body, config.groups, self._allowed_schemes
+            )
+            self._note_disallowed(config, skipped)
             return entries, skipped, None
         base = xtream.server_base(config.xtream_url)
         user, password = config.xtream_username, config.xtream_password
@@ -462,15 +520,30 @@ class ProviderSync(Service):
         except xtream.XtreamError as e:
             raise SyncProblem(str(e))
         entries, skipped = await self._run_in_thread(
-            read_xtream_streams, streams_body, categories, base, user, password, config.groups
+            read_xtream_streams, streams_body, categories, base, user, password, config.groups,
+            self._allowed_schemes,
         )
+        self._note_disallowed(config, skipped)
         return entries, skipped, info
+
+    def _note_disallowed(self, config, skipped):
+        disallowed = skipped.get("scheme_not_allowed")
+        if disallowed:
+            log.warn(
+                "Provider {provider} (account {account}): leaving out {count} streams whose URL scheme "
+                "is not in allowed_url_schemes ({allowed}): {kinds}",
+                provider=config.name,
+                account=config.account,
+                count=sum(disallowed.values()),
+                allowed=", ".join(self._allowed_schemes),
+                kinds=", ".join(f"{scheme}: {count}" for scheme, count in sorted(disallowed.items())),
+            )
 
     async def _get(self, url, what):
         try:
             return await fetch(self._client, url, self._reactor)
         except FetchError as e:
-            raise FetchError(f"{what} at {display_url(url)}: {e}")
+            raise FetchError(f"{what} at {display_url(url, page_names_only=True)}: {e}")
 
     # What is shown.
 
@@ -509,7 +582,10 @@ class ProviderSync(Service):
             limit_from = "max_streams"
         elif config.account in self._learned and config.name not in self._source_limits:
             limit_from = "max_connections"
-        server = display_url(xtream.server_base(config.xtream_url) if config.kind == "xtream" else config.m3u_url)
+        server = display_url(
+            xtream.server_base(config.xtream_url) if config.kind == "xtream" else config.m3u_url,
+            page_names_only=True,
+        )
         return {
             "account": config.account,
             "kind": config.kind,

@@ -1,64 +1,84 @@
 """
-One tuned channel: choosing a candidate, running ffmpeg on it, watching it,
-and failing over to the next candidate without the viewer re-tuning.
+One tuned channel: choosing a candidate, running it, and failing over to
+the next one without the viewer noticing.
 
 A :class:`ChannelSession` lives from the first request for a channel until
-it is stopped (nobody watching, shut down) or every candidate has failed.
-Each try of one candidate is an :class:`Attempt`; its segments are appended
-to the channel's one :class:`~streamproxy.hls.LivePlaylist`.
+it is stopped (nobody watching, shut down) or, having never played, every
+candidate has failed.  Its :class:`ChannelState` s and the moves between
+them are listed once, in :data:`TRANSITIONS`.
+
+Each try of a candidate is an :class:`~streamproxy.attempt.Attempt`.  The
+live attempt's media goes through the channel's one
+:class:`~streamproxy.timeline.Timeline` (continuous timestamps and
+counters across every switch) to the :class:`~streamproxy.segmenter.
+Segmenter` (HLS segments in the channel's one
+:class:`~streamproxy.hls.LivePlaylist`) and to the channel's other outputs.
+
+Where the source has a spare connection, a switch is made before the old
+stream is let go: a forced switch starts the next candidate alongside and
+splices over once it is ready, and a stream that goes quiet gets its
+successor started while the stall verdict is still pending.
 """
 
+import enum
 import os
 import shutil
 
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import media
-from .ffmpeg import Encoding, FFmpegProcess, ffmpeg_command, is_hls_url
-from .hls import LivePlaylist, parse_media_playlist
-from .probe import probe
-from .processes import spawn
+from .attempt import Attempt, AttemptOwner, Phase
+from .ffmpeg import Encoding
+from .health import HealthListener
+from .hls import LivePlaylist, target_duration_for
+from .segmenter import CutPolicy, Segmenter
+from .timeline import ACCESS, Timeline
 
 log = Logger()
 
-# Seconds without new media (output time not advancing) before a live
-# stream counts as stalled.  An HLS upstream delivers in bursts, one
-# upstream segment at a time, so it gets longer.
-STALL_SECONDS_TS = 4.0
-STALL_SECONDS_HLS = 12.0
-
-# Output advancing slower than this fraction of real time between two
-# health checks is a buffering event.
-SLOW_RATE = 0.8
-
-# Shortest span of progress reports a rate is measured over, seconds.
-MIN_RATE_WINDOW_SECONDS = 2.0
-
-# Buffering events older than this no longer count towards buffer_threshold.
-BUFFER_WINDOW_SECONDS = 60.0
-
-# Seconds between two looks at ffmpeg's playlist (a stat; the file is read
-# only when it changed).  ffmpeg's "Opening ... for writing" lines prompt an
-# earlier look, CUE_DELAY_SECONDS later: the line comes just before the new
-# playlist is renamed into place.
-SEGMENT_POLL_SECONDS = 0.25
-CUE_DELAY_SECONDS = 0.05
+# An HLS player counts as watching while it polled within this many target
+# durations (plus the grace): players reload about once per target duration.
+HLS_VIEWER_TARGETS = 3
+HLS_VIEWER_GRACE_SECONDS = 5.0
 
 # Pause before trying every candidate again after a whole round failed on
 # a channel that had been playing.
 ROUND_RETRY_SECONDS = 2.0
-
-# Segments that left the playlist are deleted this many target durations
-# later, so a client that just read the playlist can still fetch them.
-DELETE_AFTER_TARGETS = 2
 
 
 class ChannelUnavailable(Exception):
     """
     The channel cannot be played now; the message says why (503).
     """
+
+
+class ChannelState(str, enum.Enum):
+    """
+    Where a channel is in its life.
+    """
+
+    STARTING = "starting"  # nothing shown yet
+    LIVE = "live"  # an attempt's media is going out
+    SWITCHING = "switching"  # media was shown; the next candidate is starting
+    RETRYING = "retrying"  # media was shown; every candidate failed; retrying soon
+    FAILED = "failed"  # never played and nothing could be played
+    STOPPED = "stopped"  # stopped (unused, by request, shutdown)
+
+
+S = ChannelState
+
+# The moves a channel may make.  LIVE to LIVE is a splice made before the
+# old stream was let go.
+TRANSITIONS = {
+    S.STARTING: {S.LIVE, S.FAILED, S.STOPPED},
+    S.LIVE: {S.LIVE, S.SWITCHING, S.STOPPED},
+    S.SWITCHING: {S.LIVE, S.RETRYING, S.STOPPED},
+    S.RETRYING: {S.SWITCHING, S.STOPPED},
+    S.FAILED: set(),
+    S.STOPPED: set(),
+}
+
+ENDED_STATES = frozenset({S.FAILED, S.STOPPED})
 
 
 class FailureMemory:
@@ -95,110 +115,32 @@ class FailureMemory:
         return entry[1] if entry else None
 
 
-class Attempt:
+class ChannelOutput:
     """
-    One ffmpeg run on one candidate, holding that source's slot.
-
-    It relays the process protocol's findings to the session with itself as
-    the first argument, so that late news from an attempt that has already
-    been replaced is recognised and ignored.
+    Something fed with a channel's output pieces besides its HLS segments
+    (the MPEG-TS viewers).
     """
 
-    def __init__(self, session, number, candidate, slot, encoding):
-        self.session = session
-        self.number = number
-        self.candidate = candidate
-        self.slot = slot
-        self.encoding = encoding
-        self.prefix = f"{session.tag}{number:02d}"
-        self.process = None
-        self.probe = None
-        self.probe_slot = None
-        self.probe_verdict = None
-        self.report_verdict = None
-        self.facts = None
-        self.validated = False
-        self.started_at = session.reactor.seconds()
-        self.first_segment_at = None
-        self.last_index = -1
-        self.buffer_events = []
-        self.out_time_us = None
-        self.last_advance = self.started_at
-        self.progress_at = None
-        self.checked_at = None
-        self.checked_out_time = None
-        self.connection_reason = None
-        self.ending = False
-        self.hand_over_slot = False
-        self.timers = []
-        self.stall_timer = None
-        self.poll = None
-        self.read_pending = False
-        self.playlist_mtime = None
-
-    # Observer interface of FFmpegProcess.
-    def ffmpeg_report(self, facts):
-        self.session._on_report(self, facts)
-
-    def ffmpeg_event(self, event):
-        self.session._on_event(self, event)
-
-    def ffmpeg_progress(self, progress):
-        self.session._on_progress(self, progress)
-
-    def ffmpeg_segment(self):
-        self.session._schedule_read(self)
-
-    def ffmpeg_ended(self, process):
-        self.session._on_ffmpeg_ended(self)
-
-    @property
-    def live(self):
+    def channel_piece(self, piece):
         """
-        Whether this attempt has delivered a segment to the playlist.
+        The channel put out ``piece`` (a :class:`~streamproxy.timeline.Piece`).
         """
-        return self.first_segment_at is not None
 
-    def cancel_timers(self):
+    def channel_ended(self, reason):
         """
-        Cancel every timer of this attempt.
+        The channel has ended, for ``reason``.
         """
-        for call in self.timers + [self.stall_timer]:
-            if call is not None and call.active():
-                call.cancel()
-        self.timers = []
-        self.stall_timer = None
-        if self.poll is not None and self.poll.running:
-            self.poll.stop()
-        self.poll = None
 
     def status(self, now):
         """
-        A summary for the status page.
+        What the status page shows of this output.
         """
-        progress = self.process.last_progress if self.process else None
-        return {
-            "source": self.candidate.source,
-            "quality": self.candidate.quality,
-            "rowid": self.candidate.rowid,
-            "url": media.mask_url(self.candidate.url),
-            "encoding": self.encoding.label,
-            "since": self.started_at,
-            "live_for": round(now - self.first_segment_at, 1) if self.live else None,
-            "buffer_events": len(self.buffer_events),
-            "speed": progress.speed if progress else None,
-            "bitrate_kbps": progress.bitrate_kbps if progress else None,
-            "video": self.facts.video_codec if self.facts else None,
-        }
+        return {}
 
 
-class ChannelSession:
+class ChannelSession(AttemptOwner):
     """
     The state of one channel being played.
-
-    ``state`` is one of ``starting`` (no media yet), ``live``,
-    ``switching`` (media was playing, the next candidate is starting),
-    ``failed`` and ``stopped``.
     """
 
     def __init__(self, channel_id, candidates, *, settings, slots, ranking, failures,
@@ -212,22 +154,36 @@ class ChannelSession:
         self.reactor = reactor
         self.tag = tag
         self.on_finished = on_finished
-        # Told of each stream's validation, start, buffering, failure and
-        # stop (streamproxy.health.HealthRecorder), when given.
-        self.health = health
+        self.health = health if health is not None else HealthListener()
         self.folder = os.path.join(settings.segment_dir, f"ch{channel_id}")
-        self.playlist = LivePlaylist(settings.hls_time, settings.hls_list_size)
-        self.state = "starting"
+        target = target_duration_for(settings.hls_time)
+        self.playlist = LivePlaylist(target, settings.hls_list_size)
+        self.timeline = Timeline()
+        self.segmenter = Segmenter(
+            self.folder, tag, self.playlist, CutPolicy(settings.hls_time, target), self.timeline
+        )
+        self.state = S.STARTING
         self.reason = None
         self.attempt = None
+        self.standby = None
+        self._standby_for = None
         self.attempt_count = 0
         self.tried = {}
-        self.round_had_media = False
         self.failovers = []
         self.started_at = reactor.seconds()
+        self.live_since = None
         self.last_request = self.started_at
         self.requests = 0
+        self.outputs = []
+        self.slow_viewers_dropped = 0
+        self._hls_viewers = {}
+        self._gop = []
         self._waiters = []
+        self._kept_slot = None
+        self._kept_pending = None
+        # (source, account) of the kept slot: a connection of one provider
+        # account serves only candidates of that account.
+        self._kept_for = None
         self._slot_wait = None
         self._slot_timer = None
         self._retry_call = None
@@ -242,31 +198,91 @@ class ChannelSession:
         """
         return self.candidates[0].display_name if self.candidates else f"Channel {self.channel_id}"
 
-    def _log_prefix(self):
-        return f"channel {self.channel_id}"
+    @property
+    def ended(self):
+        """
+        Whether the channel has failed or been stopped.
+        """
+        return self.state in ENDED_STATES
+
+    def _move(self, state):
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"channel {self.channel_id}: no move from {self.state.value} to {state.value}")
+        self.state = state
+
+    def _log(self, level, text, **fields):
+        getattr(log, level)("channel {channel_id}: " + text, channel_id=self.channel_id, **fields)
+
+    def _tell(self, event, *args):
+        # Health bookkeeping must never disturb the stream.
+        try:
+            getattr(self.health, event)(*args)
+        except Exception:
+            log.failure("channel {channel_id}: recording {event}", channel_id=self.channel_id, event=event)
 
     # Requests.
 
-    def touch(self):
+    def touch(self, client=None):
         """
         Count a request: it keeps the channel from being stopped as unused.
+        ``client`` (an address) is remembered as an HLS viewer.
         """
-        self.last_request = self.reactor.seconds()
+        now = self.reactor.seconds()
+        self.last_request = now
         self.requests += 1
+        if client is not None:
+            first, _ = self._hls_viewers.get(client, (now, now))
+            self._hls_viewers[client] = (first, now)
+
+    def viewers(self):
+        """
+        Who watches: ``{"ts": [...], "hls": [...]}``, each entry with the
+        viewer's address and how long it has been connected.  An HLS
+        player counts while it polled within three target durations.
+        """
+        now = self.reactor.seconds()
+        recent = HLS_VIEWER_TARGETS * self.playlist.target_duration + HLS_VIEWER_GRACE_SECONDS
+        self._hls_viewers = {a: t for a, t in self._hls_viewers.items() if now - t[1] <= recent}
+        return {
+            "ts": [output.status(now) for output in self.outputs],
+            "hls": [
+                {"format": "hls", "address": address, "connected_for": round(last - first, 1),
+                 "last_request_ago": round(now - last, 1)}
+                for address, (first, last) in sorted(self._hls_viewers.items())
+            ],
+        }
+
+    def viewer_dropped(self):
+        """
+        A TS viewer was dropped for reading too slowly.
+        """
+        self.slow_viewers_dropped += 1
+
+    def idle_seconds(self, now):
+        """
+        Seconds since the last request, or 0 while a request waits for the
+        channel to start or an output (a TS viewer) is connected: those
+        are activity too.
+        """
+        if self._waiters or self.outputs:
+            return 0.0
+        return now - self.last_request
 
     def wait_ready(self):
         """
         A Deferred firing with the playlist text once it holds a segment,
         or failing with :class:`ChannelUnavailable`.
         """
-        if len(self.playlist) and self.state not in ("failed", "stopped"):
-            return defer.succeed(self.playlist.render())
-        if self.state in ("failed", "stopped"):
+        if self.ended:
             return defer.fail(ChannelUnavailable(self.reason or f"channel {self.channel_id} stopped"))
+        if len(self.playlist):
+            return defer.succeed(self.playlist.render())
+
         def cancel(d):
             # The client went away before the channel started.
             if d in self._waiters:
                 self._waiters.remove(d)
+                self.last_request = self.reactor.seconds()
 
         d = defer.Deferred(cancel)
         self._waiters.append(d)
@@ -281,6 +297,24 @@ class ChannelSession:
         path = os.path.join(self.folder, name)
         return path if os.path.isfile(path) else None
 
+    def add_output(self, output):
+        """
+        Feed ``output`` (a :class:`ChannelOutput`) from now on; returns the
+        bytes from the latest access point on, for it to start with (empty
+        before the channel has shown anything).
+        """
+        self.outputs.append(output)
+        return b"".join(self._gop)
+
+    def remove_output(self, output):
+        """
+        Stop feeding ``output``; a channel without outputs and requests
+        counts as unused from now on.
+        """
+        if output in self.outputs:
+            self.outputs.remove(output)
+            self.last_request = self.reactor.seconds()
+
     # Choosing a candidate.
 
     def start(self):
@@ -288,11 +322,7 @@ class ChannelSession:
         Begin with the best candidate.
         """
         os.makedirs(self.folder, exist_ok=True)
-        log.info(
-            "{prefix}: starting ({count} candidate(s))",
-            prefix=self._log_prefix(),
-            count=len(self.candidates),
-        )
+        self._log("info", "starting ({count} candidate(s))", count=len(self.candidates))
         self._next_candidate()
 
     def ranked(self):
@@ -301,31 +331,57 @@ class ChannelSession:
         """
         return self.ranking.rank(self.candidates, self.failures.recent(self.reactor.seconds()))
 
+    def _remaining(self):
+        return [c for c in self.ranked() if c.rowid not in self.tried]
+
     def _next_candidate(self):
-        if self.state in ("failed", "stopped") or self.attempt is not None:
+        if self.ended or self.attempt is not None or self.state is S.RETRYING:
             return
-        remaining = [c for c in self.ranked() if c.rowid not in self.tried]
+        remaining = self._remaining()
         if not remaining:
             self._round_exhausted()
             return
         for candidate in remaining:
-            slot = self.slots.acquire(
-                candidate.source, f"channel {self.channel_id}", account=candidate.account
-            )
-            if slot is not None:
-                self._cancel_slot_wait()
-                self._launch(candidate, slot, Encoding())
-                return
+            if self._kept_for == (candidate.source, candidate.account):
+                if self._kept_slot is None:
+                    return  # the old ffmpeg is exiting; its slot comes next
+                slot, self._kept_slot, self._kept_for = self._kept_slot, None, None
+            else:
+                slot = self.slots.acquire(
+                    candidate.source, f"channel {self.channel_id}", account=candidate.account
+                )
+                if slot is None:
+                    continue
+            self._cancel_slot_wait()
+            self._launch(candidate, slot, Encoding())
+            return
+        if self._kept_for is not None and self._kept_blocks_own_source(remaining):
+            # The kept connection is another account's of a source the
+            # remaining candidates need: holding it could be what keeps that
+            # source full, so it goes back and they ask for slots of their own.
+            self._release_kept_slot()
+            self._next_candidate()
+            return
         self._wait_for_slot(remaining)
+
+    def _kept_blocks_own_source(self, remaining):
+        """
+        Whether no candidate in ``remaining`` can use the kept slot (another
+        account's) while some of them need a slot of its source.
+        """
+        source, account = self._kept_for
+        pairs = {(c.source, c.account) for c in remaining}
+        return (source, account) not in pairs and any(s == source for s, _ in pairs)
 
     def _wait_for_slot(self, remaining):
         if self._slot_wait is not None:
             return
         sources = sorted({c.source for c in remaining})
-        log.info(
-            "{prefix}: every candidate's source is full ({sources}); waiting for a free slot",
-            prefix=self._log_prefix(),
-            sources=self._describe_usage(sources),
+        accounts = sorted({c.account for c in remaining if c.account is not None})
+        self._log(
+            "info",
+            "every candidate's source is full ({sources}); waiting for a free slot",
+            sources=self._describe_usage(sources, accounts),
         )
         self._slot_wait = self.slots.wait_for_room(
             sources, accounts={(c.source, c.account) for c in remaining}
@@ -336,18 +392,25 @@ class ChannelSession:
             self._next_candidate()
 
         self._slot_wait.addCallbacks(room, lambda f: f.trap(defer.CancelledError))
+        self._slot_wait.addErrback(lambda f: log.failure("channel {channel_id}: slot wait", f,
+                                                         channel_id=self.channel_id))
         if self._slot_timer is None:
             self._slot_timer = self.reactor.callLater(
-                self.settings.stream_start_timeout, self._slot_timeout, sources
+                self.settings.stream_start_timeout, self._slot_timeout, sources, accounts
             )
 
-    def _slot_timeout(self, sources):
+    def _slot_timeout(self, sources, accounts=()):
         self._slot_timer = None
         self._cancel_slot_wait()
-        self._fail_channel(
+        reason = (
             f"no free connection within {self.settings.stream_start_timeout:g} s: "
-            f"source(s) full: {self._describe_usage(sources)}"
+            f"source(s) full: {self._describe_usage(sources, accounts)}"
         )
+        if self.state is S.STARTING:
+            self._fail_channel(reason)
+        else:
+            self._log("warn", "{reason}", reason=reason)
+            self._retry_later()
 
     def _cancel_slot_wait(self):
         if self._slot_wait is not None:
@@ -358,422 +421,385 @@ class ChannelSession:
                 self._slot_timer.cancel()
             self._slot_timer = None
 
-    def _describe_usage(self, sources):
+    def _describe_usage(self, sources, accounts=()):
         usage = self.slots.usage(sources)
-        return ", ".join(
+        described = ", ".join(
             f"{source} {used}/{limit if limit is not None else 'unlimited'}"
             for source, (used, limit) in usage.items()
             if source in sources
         )
+        # Provider accounts with limits of their own (pooled accounts).
+        limited = [
+            f"{account} {used}/{limit}"
+            for account, (used, limit) in self.slots.account_usage(accounts).items()
+            if account in accounts and limit is not None
+        ]
+        return f"{described}; accounts {', '.join(limited)}" if limited else described
 
     def _round_exhausted(self):
-        if self.round_had_media and self.state != "stopped":
-            log.warn(
-                "{prefix}: every candidate failed; trying them all again in {delay:g} s",
-                prefix=self._log_prefix(),
-                delay=ROUND_RETRY_SECONDS,
-            )
-            self.tried = {}
-            self.round_had_media = False
-            self._retry_call = self.reactor.callLater(ROUND_RETRY_SECONDS, self._retry_round)
+        if self.state is S.STARTING:
+            reasons = "; ".join(f"{label}: {reason}" for label, reason in self.tried.values())
+            self._fail_channel(f"every candidate failed ({reasons or 'no candidates'})")
             return
-        reasons = "; ".join(f"{label}: {reason}" for label, reason in self.tried.values())
-        self._fail_channel(f"every candidate failed ({reasons or 'no candidates'})")
+        self._log("warn", "every candidate failed; trying them all again in {delay:g} s", delay=ROUND_RETRY_SECONDS)
+        self._retry_later()
+
+    def _retry_later(self):
+        self._move(S.RETRYING)
+        self.tried = {}
+        self._retry_call = self.reactor.callLater(ROUND_RETRY_SECONDS, self._retry_round)
 
     def _retry_round(self):
         self._retry_call = None
+        self._move(S.SWITCHING)
         self._next_candidate()
 
-    # Running one candidate.
+    # Running candidates.
+
+    def _new_attempt(self, candidate, slot, encoding):
+        self.attempt_count += 1
+        self._log(
+            "info", "trying {candidate} ({encoding})", candidate=candidate.label, encoding=encoding.label
+        )
+        return Attempt(
+            self, self.attempt_count, candidate, slot, encoding,
+            settings=self.settings, slots=self.slots, reactor=self.reactor,
+            channel_id=self.channel_id, prefix=f"{self.tag}{self.attempt_count:02d}",
+        )
 
     def _launch(self, candidate, slot, encoding):
-        self.attempt_count += 1
-        attempt = Attempt(self, self.attempt_count, candidate, slot, encoding)
-        self.attempt = attempt
-        log.info(
-            "{prefix}: trying {candidate} ({encoding})",
-            prefix=self._log_prefix(),
-            candidate=candidate.label,
-            encoding=encoding.label,
-        )
-        argv = ffmpeg_command(self.settings, candidate.url, self.folder, attempt.prefix, encoding)
-        attempt.process = FFmpegProcess(attempt, candidate.label)
-        spawn(self.reactor, attempt.process, argv, self.settings.segment_dir, extra_fds=(3,))
-        attempt.timers.append(
-            self.reactor.callLater(
-                self.settings.stream_start_timeout,
-                self._attempt_failed,
-                attempt,
-                f"no first segment within {self.settings.stream_start_timeout:g} s",
-            )
-        )
-        attempt.poll = LoopingCall(self._read_segments, attempt)
-        attempt.poll.clock = self.reactor
-        attempt.poll.start(SEGMENT_POLL_SECONDS, now=False)
-        if encoding == Encoding():
-            self._maybe_probe(attempt)
+        self._release_kept_slot()
+        self.attempt = self._new_attempt(candidate, slot, encoding)
+        self.attempt.start()
 
-    def _maybe_probe(self, attempt):
+    def _start_standby(self, purpose):
         """
-        Validate with ffprobe alongside ffmpeg when the source has room for
-        a second connection; otherwise ffmpeg's own stream report decides.
+        Start the next candidate alongside the live one when its source has
+        a connection to spare and no tune is waiting for one.
         """
-        source = attempt.candidate.source
-        attempt.probe_slot = self.slots.acquire(
-            source, f"channel {self.channel_id} probe", account=attempt.candidate.account
-        )
-        if attempt.probe_slot is None:
-            return
-        d, attempt.probe = probe(
-            self.reactor, self.settings, attempt.candidate.url, self.settings.segment_dir
-        )
-
-        def done(result):
-            attempt.probe_slot.release()
-            attempt.probe = None
-            self._on_probe(attempt, result)
-
-        d.addCallback(done)
-        d.addErrback(lambda f: log.failure("probe of {c}", f, c=attempt.candidate.label))
-
-    def _on_probe(self, attempt, result):
-        attempt.probe_verdict = result
-        if attempt is not self.attempt or attempt.ending:
-            return
-        if result.ok:
-            attempt.facts = attempt.facts or result.facts
-            self._validated(attempt)
-        elif result.connection_problem:
-            log.info(
-                "{prefix}: ffprobe could not reach {candidate} ({reason}); "
-                "relying on ffmpeg's own stream report",
-                prefix=self._log_prefix(),
-                candidate=attempt.candidate.label,
-                reason=result.reason,
+        if self.standby is not None or self.attempt is None or self.slots.waiting():
+            return False
+        current = self.attempt.candidate
+        others = [c for c in self.ranked() if c.rowid != current.rowid and c.rowid not in self.tried]
+        choices = others or ([current] if purpose == "switch" else [])
+        for candidate in choices:
+            if not self.slots.has_room(candidate.source, account=candidate.account):
+                continue
+            slot = self.slots.acquire(
+                candidate.source, f"channel {self.channel_id} next", account=candidate.account
             )
-            if attempt.report_verdict == "ok":
-                self._validated(attempt)
-        else:
-            self._attempt_failed(attempt, f"ffprobe: {result.reason}")
-
-    def _on_report(self, attempt, facts):
-        if attempt is not self.attempt or attempt.ending:
-            return
-        attempt.facts = facts
-        reason = media.judge(facts)
-        if reason is not None:
-            self._attempt_failed(attempt, reason)
-            return
-        video, audio = media.needs_transcode(facts)
-        wanted = Encoding(attempt.encoding.transcode_video or video,
-                          attempt.encoding.transcode_audio or audio)
-        if wanted != attempt.encoding:
-            log.info(
-                "{prefix}: {candidate} carries {video}/{audio}, which HLS cannot carry as it is; "
-                "restarting it with {encoding}",
-                prefix=self._log_prefix(),
-                candidate=attempt.candidate.label,
-                video=facts.video_codec,
-                audio=",".join(facts.audio_codecs) or "no audio",
-                encoding=wanted.label,
+            if slot is None:
+                continue
+            self._log(
+                "info", "starting {candidate} alongside {current} ({purpose})",
+                candidate=candidate.label, current=current.label,
+                purpose="switch requested" if purpose == "switch" else "no media for a moment",
             )
-            self._restart_with(attempt, wanted)
-            return
-        attempt.report_verdict = "ok"
-        probe_pending = attempt.probe is not None and attempt.probe_verdict is None
-        probe_unreachable = attempt.probe_verdict is not None and attempt.probe_verdict.connection_problem
-        if not probe_pending and (attempt.probe_verdict is None or probe_unreachable):
-            self._validated(attempt)
+            self._standby_for = purpose
+            self.standby = self._new_attempt(candidate, slot, Encoding())
+            self.standby.start()
+            return True
+        return False
 
-    def _validated(self, attempt):
-        if attempt.validated:
-            return
-        attempt.validated = True
-        self._report("stream_validated", attempt.candidate)
-        self._read_segments(attempt)
+    def _drop_standby(self, why):
+        standby, self.standby, self._standby_for = self.standby, None, None
+        if standby is not None:
+            self._log("info", "dropping {candidate}, started alongside: {why}", candidate=standby.candidate.label, why=why)
+            self._end_attempt(standby)
 
-    def _on_event(self, attempt, event):
+    def release_spare(self, sources):
+        """
+        Stop the stream started alongside the live one if it holds a
+        connection of one of ``sources`` (a tune is waiting for one).
+        Returns whether one was stopped.
+        """
+        if self.standby is None or self.standby.candidate.source not in sources:
+            return False
+        self._drop_standby("a tune is waiting for its connection")
+        return True
+
+    # What attempts tell the session.
+
+    def attempt_ready(self, attempt):
+        self._tell("stream_validated", attempt.candidate)
+        if attempt is self.attempt and attempt.phase is Phase.READY:
+            self._go_live(attempt)
+        elif attempt is self.standby and self._standby_for == "switch":
+            self._splice_to_standby("switched by request")
+
+    def attempt_media(self, attempt, units):
         if attempt is not self.attempt:
             return
-        if event.kind in (media.EventKind.HTTP_ERROR, media.EventKind.CONNECTION_FAILED):
-            # ffmpeg follows "HTTP error 500 ..." with a vaguer "5XX Server
-            # Error reply": the first report is the telling one.
-            if attempt.connection_reason is None:
-                attempt.connection_reason = media.describe_event(event)
-        elif event.kind in media.BUFFERING_KINDS and attempt.live:
-            self._buffer_event(attempt, media.describe_event(event))
+        if self.standby is not None and self._standby_for == "quiet":
+            self._drop_standby(f"{attempt.candidate.label} delivers again")
+        self._media(units)
 
-    def _buffer_event(self, attempt, reason):
-        now = self.reactor.seconds()
-        attempt.buffer_events = [
-            (when, why) for when, why in attempt.buffer_events if now - when <= BUFFER_WINDOW_SECONDS
-        ]
-        attempt.buffer_events.append((now, reason))
-        self._report("stream_buffering", attempt.candidate)
-        log.info(
-            "{prefix}: buffering on {candidate}: {reason} ({count}/{threshold})",
-            prefix=self._log_prefix(),
+    def attempt_quiet(self, attempt):
+        if attempt is not self.attempt:
+            return
+        # Give the viewers what has arrived, and get the next stream going.
+        self._publish(self.segmenter.flush())
+        self._start_standby("quiet")
+
+    def attempt_failed(self, attempt, reason):
+        if attempt is self.standby:
+            self._log("warn", "{candidate} failed: {reason}", candidate=attempt.candidate.label, reason=reason)
+            self._penalise(attempt, reason)
+            self.tried[attempt.candidate.rowid] = (attempt.candidate.label, reason)
+            purpose = self._standby_for
+            self._drop_standby("it failed")
+            current = self.attempt
+            if purpose == "switch" and current is not None and current.phase is Phase.LIVE:
+                # The switch goes ahead the slow way: let go, then start.
+                self._attempt_failed(current, "switched by request", penalise=False)
+            return
+        if attempt is not self.attempt:
+            return
+        self._attempt_failed(attempt, reason)
+
+    def attempt_needs_encoding(self, attempt, encoding):
+        if attempt is not self.attempt and attempt is not self.standby:
+            return
+        facts = attempt.facts
+        self._log(
+            "info",
+            "{candidate} carries {video}/{audio}, which HLS cannot carry as it is; restarting it with {encoding}",
             candidate=attempt.candidate.label,
-            reason=reason,
-            count=len(attempt.buffer_events),
-            threshold=self.settings.buffer_threshold,
+            video=facts.video_codec if facts else "?",
+            audio=",".join(facts.audio_codecs) if facts and facts.audio_codecs else "no audio",
+            encoding=encoding.label,
         )
+        self._restart(attempt, encoding)
 
-    def _on_progress(self, attempt, progress):
-        if attempt is not self.attempt or progress.out_time_us is None:
-            return
+    def attempt_buffering(self, attempt, reason):
+        if attempt is self.attempt:
+            self._tell("stream_buffering", attempt.candidate)
+
+    # Going live and switching.
+
+    def _go_live(self, attempt):
         now = self.reactor.seconds()
-        attempt.progress_at = now
-        if attempt.out_time_us is None or progress.out_time_us > attempt.out_time_us:
-            attempt.out_time_us = progress.out_time_us
-            attempt.last_advance = now
-            if attempt.stall_timer is not None and attempt.stall_timer.active():
-                attempt.stall_timer.reset(self._stall_seconds(attempt))
-
-    def _stall_seconds(self, attempt):
-        return STALL_SECONDS_HLS if is_hls_url(attempt.candidate.url) else STALL_SECONDS_TS
-
-    def _on_stall(self, attempt):
-        seconds = self.reactor.seconds() - attempt.last_advance
-        self._attempt_failed(attempt, f"stalled: no new media for {seconds:.0f} s")
-
-    def _schedule_read(self, attempt):
-        # Several cues can arrive in one burst of output; read once.  An
-        # ending ffmpeg still announces its last files: nothing to read then.
-        if attempt is not self.attempt or attempt.ending:
-            return
-        if not attempt.read_pending:
-            attempt.read_pending = True
-            attempt.timers.append(
-                self.reactor.callLater(CUE_DELAY_SECONDS, self._read_segments, attempt)
-            )
-
-    def _read_segments(self, attempt):
-        attempt.read_pending = False
-        if attempt is not self.attempt or not attempt.validated or attempt.ending:
-            return
-        path = os.path.join(self.folder, f"{attempt.prefix}.m3u8")
-        try:
-            changed = os.stat(path).st_mtime_ns
-            if changed == attempt.playlist_mtime:
-                return
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return
-        attempt.playlist_mtime = changed
-        added = False
-        for uri, duration in parse_media_playlist(text):
-            name = os.path.basename(uri)
-            index = _segment_index(name)
-            if index is None or index <= attempt.last_index:
-                continue
-            attempt.last_index = index
-            self._delete_later(self.playlist.add(name, duration))
-            added = True
-        if added and not attempt.live:
-            self._went_live(attempt)
-
-    def _went_live(self, attempt):
-        now = self.reactor.seconds()
-        attempt.first_segment_at = now
-        for call in attempt.timers:
-            if call.active():
-                call.cancel()
-        attempt.timers = []
-        attempt.stall_timer = self.reactor.callLater(
-            self._stall_seconds(attempt), self._on_stall, attempt
-        )
-        self.round_had_media = True
-        self._report("stream_started", attempt.candidate)
         previous = self.state
-        self.state = "live"
-        took = now - (self.failovers[-1]["at"] if previous == "switching" and self.failovers else self.started_at)
-        log.info(
-            "{prefix}: live on {candidate} after {took:.1f} s",
-            prefix=self._log_prefix(),
-            candidate=attempt.candidate.label,
-            took=took,
-        )
-        waiters, self._waiters = self._waiters, []
-        text = self.playlist.render()
-        for d in waiters:
-            d.callback(text)
+        self._release_kept_slot()
+        units = attempt.go_live()
+        self.timeline.splice(attempt.number)
+        self._move(S.LIVE)
+        if self.live_since is None:
+            self.live_since = now
+        self._tell("stream_started", attempt.candidate)
+        began = self.failovers[-1]["at"] if previous is not S.STARTING and self.failovers else self.started_at
+        self._log("info", "live on {candidate} after {took:.1f} s", candidate=attempt.candidate.label, took=now - began)
+        if previous is not S.STARTING and self.failovers:
+            self.failovers[-1]["gap"] = round(now - began, 2)
+        self._media(units)
 
-    def check(self):
+    def _splice_to_standby(self, reason):
         """
-        The periodic health check (every ``buffer_check_interval``): output
-        slower than real time counts as a buffering event, and
-        ``buffer_threshold`` events in a minute fail the stream over.
+        Let the live attempt go and put the ready standby in its place,
+        with no gap in between.
         """
-        attempt = self.attempt
-        if attempt is None or not attempt.live or attempt.ending:
-            return
+        old, new = self.attempt, self.standby
+        self.standby, self._standby_for = None, None
         now = self.reactor.seconds()
-        # The rate is measured between progress reports (ffmpeg sends one
-        # every half second or so), not between checks, which would read a
-        # healthy stream as slow whenever a report is late.
-        if attempt.checked_at is None or attempt.checked_out_time is None:
-            attempt.checked_at, attempt.checked_out_time = attempt.progress_at, attempt.out_time_us
-        elif attempt.progress_at is not None and attempt.progress_at - attempt.checked_at >= MIN_RATE_WINDOW_SECONDS:
-            elapsed = attempt.progress_at - attempt.checked_at
-            rate = (attempt.out_time_us - attempt.checked_out_time) / 1e6 / elapsed
-            if rate < SLOW_RATE:
-                self._buffer_event(attempt, f"output at {rate:.2f}x real time")
-            attempt.checked_at, attempt.checked_out_time = attempt.progress_at, attempt.out_time_us
-        recent = [e for e in attempt.buffer_events if now - e[0] <= BUFFER_WINDOW_SECONDS]
-        if len(recent) >= self.settings.buffer_threshold:
-            reasons = ", ".join(sorted({why for _, why in recent}))
-            self._attempt_failed(attempt, f"buffering: {len(recent)} events in a minute ({reasons})")
-
-    # Ending attempts.
+        self.failovers.append({"at": now, "from": old.candidate.label, "reason": reason, "gap": 0.0})
+        self._tell("stream_stopped", old.candidate, now - (old.live_at or now))
+        self._log("info", "{old} replaced by {new}: {reason}", old=old.candidate.label, new=new.candidate.label,
+                  reason=reason)
+        self._publish(self.segmenter.flush())
+        self._end_attempt(old)
+        self.attempt = new
+        self._go_live(new)
 
     def force_switch(self):
         """
-        End the current stream and move to the next candidate (the same one
-        again when it is the only one).  Returns the label of the stream
-        left, or None when nothing was playing.
+        Move to the next candidate (the same one again when it is the only
+        one).  Where its source has a connection to spare it is started
+        alongside and the channel switches once it plays; otherwise the
+        current stream is let go first.  Returns the label of the stream
+        being left, or None when nothing was playing.
         """
         attempt = self.attempt
-        if attempt is None or attempt.ending:
+        if attempt is None or attempt.phase is not Phase.LIVE or self.state is not S.LIVE:
             return None
+        if self.standby is not None and self._standby_for == "switch":
+            return attempt.candidate.label  # already under way
+        self._drop_standby("a switch was requested")
+        # A fresh round: every candidate but the one playing may come next.
+        self.tried = {}
+        if self._start_standby("switch"):
+            return attempt.candidate.label
         self._attempt_failed(attempt, "switched by request", penalise=False)
         return attempt.candidate.label
 
-    def _on_ffmpeg_ended(self, attempt):
-        if attempt is self.attempt and not attempt.ending:
-            process = attempt.process
-            facts = process.input_facts()
-            verdict = media.judge(facts) if facts is not None else None
-            if verdict is not None:
-                # ffmpeg gave up on a stream it found unusable (an
-                # audio-only stream has no video to map): say what it found.
-                self._attempt_failed(attempt, verdict)
-                return
-            detail = attempt.connection_reason or process.last_error()
-            if not detail:
-                detail = "the upstream ended the stream" if attempt.live else "no output"
-            code = process.exit_code if process.exit_code is not None else f"signal {process.exit_signal}"
-            self._attempt_failed(attempt, f"ffmpeg exited ({code}): {detail}")
-
     def _attempt_failed(self, attempt, reason, penalise=True):
-        if attempt is not self.attempt or attempt.ending or self.state in ("failed", "stopped"):
-            return
         candidate = attempt.candidate
         now = self.reactor.seconds()
-        log.warn(
-            "{prefix}: {candidate} failed: {reason}",
-            prefix=self._log_prefix(),
-            candidate=candidate.label,
-            reason=reason,
-        )
+        self._log("warn", "{candidate} failed: {reason}", candidate=candidate.label, reason=reason)
+        was_live = attempt.phase is Phase.LIVE
         if penalise:
-            self.failures.record(candidate.rowid, now, reason)
-            since = attempt.last_advance if attempt.live else attempt.started_at
-            self._report("stream_failed", candidate, reason, now - since)
-        elif attempt.live:
-            self._report("stream_stopped", candidate, now - attempt.first_segment_at)
+            self._penalise(attempt, reason)
+        elif was_live:
+            self._tell("stream_stopped", candidate, now - attempt.live_at)
         self.tried[candidate.rowid] = (candidate.label, reason)
-        if attempt.live or self.state == "switching":
-            self.failovers.append({"at": now, "from": candidate.label, "reason": reason})
-            self.state = "switching"
-        self._end_attempt(attempt)
-        self.playlist.mark_discontinuity()
+        kept_for = (candidate.source, candidate.account)
+        if not penalise and not any(
+            (c.source, c.account) == kept_for or self.slots.has_room(c.source, account=c.account)
+            for c in self._remaining()
+        ):
+            # A switch with nowhere else to go now restarts this stream.
+            self.tried = {}
+        if was_live:
+            self.failovers.append({"at": now, "from": candidate.label, "reason": reason, "gap": None})
+            self._move(S.SWITCHING)
+            self._publish(self.segmenter.flush())
+        standby, self.standby, self._standby_for = self.standby, None, None
+        if standby is not None:
+            # Started alongside: it takes over, perhaps at once.
+            self._end_attempt(attempt)
+            self.attempt = standby
+            if standby.phase is Phase.READY:
+                self._go_live(standby)
+            return
+        self._end_attempt(attempt, keep_slot=True)
         self._next_candidate()
 
-    def _restart_with(self, attempt, encoding):
-        """
-        Replace ``attempt`` by a run of the same candidate with ``encoding``,
-        keeping its slot: the new ffmpeg starts once the old one has exited,
-        so the provider never sees two connections.
-        """
-        candidate, slot = attempt.candidate, attempt.slot
-        attempt.hand_over_slot = True
-        ended = self._end_attempt(attempt)
+    def _penalise(self, attempt, reason):
+        now = self.reactor.seconds()
+        self.failures.record(attempt.candidate.rowid, now, reason)
+        since = attempt.last_media_at if attempt.live_at is not None else attempt.started_at
+        self._tell("stream_failed", attempt.candidate, reason, now - (since or attempt.started_at))
 
-        def relaunch(_):
-            if self.state in ("failed", "stopped"):
+    def _restart(self, attempt, encoding):
+        """
+        Run ``attempt``'s candidate again with ``encoding`` on the same slot:
+        the new ffmpeg starts once the old one has exited, so the provider
+        never sees two connections.
+        """
+        ended = attempt.stop(keep_slot=True)
+        self._endings.append(attempt.when_ended())
+
+        def relaunch(slot):
+            if self.ended or (self.standby is not attempt and self.attempt is not attempt):
                 slot.release()
                 return
-            self._launch(candidate, slot, encoding)
+            new = self._new_attempt(attempt.candidate, slot, encoding)
+            if self.attempt is attempt:
+                self.attempt = new
+            else:
+                self.standby = new
+            new.start()
 
         ended.addCallback(relaunch)
+        ended.addErrback(lambda f: log.failure("channel {channel_id}: restart", f, channel_id=self.channel_id))
 
-    def _end_attempt(self, attempt):
+    def _end_attempt(self, attempt, keep_slot=False):
         """
-        Stop ``attempt``'s processes; its slot is given back once they have
-        exited.  Returns a Deferred firing then.
+        Stop ``attempt``.  With ``keep_slot`` its slot is kept for the
+        channel's next candidate of that source once its ffmpeg has exited
+        (a switching channel never loses its connection to a waiting tune).
         """
-        attempt.ending = True
-        attempt.cancel_timers()
         if self.attempt is attempt:
             self.attempt = None
-        if attempt.process is not None:
-            ffmpeg_stopped = attempt.process.stop()
-        else:
-            ffmpeg_stopped = defer.succeed(None)
+        keep = keep_slot and not self.ended
+        if keep:
+            self._release_kept_slot()
+            self._kept_for = (attempt.candidate.source, attempt.candidate.account)
+        ended = attempt.stop(keep_slot=keep)
+        self._endings.append(attempt.when_ended())
+        if keep:
+            self._kept_pending = ended
 
-        def exited(_):
-            # The slot belongs to ffmpeg's connection; a probe still
-            # running holds a slot of its own, given back when it ends.
-            if not attempt.hand_over_slot:
-                attempt.slot.release()
-            # ffmpeg's own playlist, unfinished files, and the segment it
-            # completed on its way out, none of which the viewer will see.
-            published = set(self.playlist.names())
-            for name in os.listdir(self.folder) if os.path.isdir(self.folder) else ():
-                if name.startswith(attempt.prefix) and name not in published:
-                    _remove(os.path.join(self.folder, name))
+            def kept(slot):
+                if self._kept_pending is not ended:
+                    slot.release()
+                    return
+                self._kept_pending = None
+                self._kept_slot = slot
+                self._next_candidate()
 
-        ffmpeg_stopped.addCallback(exited)
-        stops = [ffmpeg_stopped]
-        if attempt.probe is not None:
-            stops.append(attempt.probe.stop())
-        d = defer.DeferredList(stops, consumeErrors=True)
-        self._endings.append(d)
-        return d
+            ended.addCallback(kept)
+        ended.addErrback(lambda f: log.failure("channel {channel_id}: ending an attempt", f,
+                                               channel_id=self.channel_id))
+        return ended
 
-    def _delete_later(self, names):
-        if not names:
+    def _release_kept_slot(self):
+        if self._kept_slot is not None:
+            self._kept_slot.release()
+        self._kept_slot = None
+        self._kept_pending = None  # released by its callback when it fires
+        self._kept_for = None
+
+    # Media.
+
+    def _media(self, units):
+        push = self.timeline.push
+        for unit in units:
+            for piece in push(unit):
+                self._piece(piece)
+
+    def _piece(self, piece):
+        try:
+            gone = self.segmenter.feed(piece)
+        except OSError as e:
+            self._fail_channel(f"cannot write segments in {self.folder}: {e.strerror or e}")
             return
-        delay = self.playlist.target_duration * DELETE_AFTER_TARGETS
-        paths = [os.path.join(self.folder, name) for name in names]
-        call = self.reactor.callLater(delay, lambda: [_remove(p) for p in paths])
-        self._deletions = [c for c in self._deletions if c.active()] + [call]
+        if piece.mark == ACCESS:
+            self._gop = [piece.data]
+        elif self._gop:
+            self._gop.append(piece.data)
+        for output in list(self.outputs):
+            try:
+                output.channel_piece(piece)
+            except Exception:
+                log.failure("channel {channel_id}: feeding an output", channel_id=self.channel_id)
+        self._publish(gone)
+
+    def _publish(self, gone):
+        if gone:
+            self._delete_later(gone)
+        if self._waiters and len(self.playlist):
+            waiters, self._waiters = self._waiters, []
+            text = self.playlist.render()
+            for d in waiters:
+                d.callback(text)
+
+    def _delete_later(self, gone):
+        for name, keep in gone:
+            path = os.path.join(self.folder, name)
+            self._deletions.append(self.reactor.callLater(keep, _remove, path))
+        self._deletions = [call for call in self._deletions if call.active()]
+
+    def check(self):
+        """
+        The periodic health check (every ``buffer_check_interval``).
+        """
+        if self.attempt is not None:
+            self.attempt.check()
 
     # Ending the channel.
 
     def _fail_channel(self, reason):
-        if self.state in ("failed", "stopped"):
+        if self.ended:
             return
-        log.error("{prefix}: unavailable: {reason}", prefix=self._log_prefix(), reason=reason)
-        self.state = "failed"
+        self._log("error", "unavailable: {reason}", reason=reason)
+        if self.state is S.STARTING:
+            self._move(S.FAILED)
+        else:
+            self._move(S.STOPPED)
         self.reason = reason
         self._shut(ChannelUnavailable(f"channel {self.channel_id}: {reason}"))
 
     def stop(self, reason="stopped"):
         """
         Stop the channel: every process is ended (TERM, then KILL), its
-        slot given back and its folder deleted.  Returns a Deferred that
+        slots given back and its folder deleted.  Returns a Deferred that
         fires when all of that is done.
         """
-        if self.state not in ("failed", "stopped"):
-            log.info("{prefix} stopped: {reason}", prefix=self._log_prefix(), reason=reason)
-            self.state = "stopped"
+        if not self.ended:
+            log.info("channel {channel_id} stopped: {reason}", channel_id=self.channel_id, reason=reason)
+            self._move(S.STOPPED)
             self.reason = reason
             self._shut(ChannelUnavailable(f"channel {self.channel_id} stopped: {reason}"))
-        return self._finished_copy()
-
-    def _report(self, event, *args):
-        # Health bookkeeping must never disturb the stream.
-        if self.health is None:
-            return
-        try:
-            getattr(self.health, event)(*args)
-        except Exception:
-            log.failure("{prefix}: recording {event}", prefix=self._log_prefix(), event=event)
-
-    def _finished_copy(self):
         d = defer.Deferred()
         self.finished.addBoth(lambda r: (d.callback(None), r)[1])
         return d
@@ -786,17 +812,24 @@ class ChannelSession:
             if call.active():
                 call.cancel()
         self._deletions = []
-        if self.attempt is not None:
-            if self.attempt.live and not self.attempt.ending:
-                self._report(
-                    "stream_stopped",
-                    self.attempt.candidate,
-                    self.reactor.seconds() - self.attempt.first_segment_at,
-                )
-            self._end_attempt(self.attempt)
+        self._release_kept_slot()
+        for attempt in (self.attempt, self.standby):
+            if attempt is None:
+                continue
+            if attempt.phase is Phase.LIVE:
+                self._tell("stream_stopped", attempt.candidate, self.reactor.seconds() - attempt.live_at)
+            self._end_attempt(attempt)
+        self.attempt = self.standby = None
+        self.segmenter.close()
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(error)
+        outputs, self.outputs = self.outputs, []
+        for output in outputs:
+            try:
+                output.channel_ended(str(error))
+            except Exception:
+                log.failure("channel {channel_id}: ending an output", channel_id=self.channel_id)
         done = defer.DeferredList(list(self._endings), consumeErrors=True)
 
         def cleaned(_):
@@ -806,37 +839,38 @@ class ChannelSession:
             self.finished.callback(self)
 
         done.addCallback(cleaned)
+        done.addErrback(lambda f: log.failure("channel {channel_id}: shutting down", f, channel_id=self.channel_id))
 
     # Status.
 
     def status(self):
         """
-        A summary for the status page and API.
+        What the status page and API show of this channel.
         """
         now = self.reactor.seconds()
+        current = self.attempt.status(now) if self.attempt is not None else None
         return {
             "channel_id": self.channel_id,
             "name": self.name,
-            "state": self.state,
+            "state": self.state.value,
             "reason": self.reason,
             "since": self.started_at,
             "last_request_ago": round(now - self.last_request, 1),
             "requests": self.requests,
-            "current": self.attempt.status(now) if self.attempt else None,
+            "current": current,
+            "standby": self.standby.status(now) if self.standby is not None else None,
+            "recent_buffering": [when for when, _ in self.attempt.buffer_events] if self.attempt else [],
             "failovers": len(self.failovers),
-            "tried": [
-                {"candidate": label, "reason": reason} for label, reason in self.tried.values()
-            ],
+            "tried": [{"candidate": label, "reason": reason} for label, reason in self.tried.values()],
             "last_failover": self.failovers[-1] if self.failovers else None,
             "segments": len(self.playlist),
             "media_sequence": self.playlist.media_sequence,
+            "target_duration": self.playlist.target_duration,
+            "playlist_seconds": round(self.playlist.duration, 1),
+            "measured_kbps": self.playlist.bitrate_kbps(),
+            "viewers": self.viewers(),
+            "slow_viewers_dropped": self.slow_viewers_dropped,
         }
-
-
-def _segment_index(name):
-    stem = name[:-3] if name.endswith(".ts") else name
-    _, _, number = stem.rpartition("_")
-    return int(number) if number.isdigit() else None
 
 
 def _remove(path):

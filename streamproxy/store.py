@@ -14,10 +14,15 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from .channels import COLUMNS, COLUMN_NAMES, BadRow, Catalog, candidate_from_row
+from .channels import COLUMNS, COLUMN_NAMES, BadRow, Catalog, DisallowedScheme, candidate_from_row
 from .provider_rows import read_owners
+from .urls import DEFAULT_SCHEMES, KNOWN_URLS, url_scheme
 
 TABLE = "LiveStreams"
+
+# Rows named in the one warning about stream URLs of schemes that are not
+# allowed; the rest are counted.
+NAMED_DISALLOWED_ROWS = 5
 
 # How long a statement waits for another program's lock before giving up.
 # Short, so a refresh answers 503 promptly instead of hanging a request.
@@ -94,22 +99,30 @@ def prepare_database(path):
         connection.close()
 
 
-def read_catalog(cursor_or_connection, path="database"):
+def read_catalog(cursor_or_connection, path="database", allowed_schemes=DEFAULT_SCHEMES):
     """
     Read every row into a :class:`Catalog`, skipping unusable rows with one
-    warning each.  Rows a provider sync owns get their account (and the
-    catalog's ``owners`` say which provider and how they were matched).
-    Runs in the database thread (or directly, in tools).
+    warning each, and rows whose stream URL's scheme is not one of
+    ``allowed_schemes`` with one warning for all of them.  Rows a provider
+    sync owns get their account (and the catalog's ``owners`` say which
+    provider and how they were matched).  Runs in the database thread (or
+    directly, in tools).
     """
     candidates = []
     skipped = []
+    disallowed = []
     owners = read_owners(cursor_or_connection)
     for row in cursor_or_connection.execute(SELECT_ALL).fetchall():
         rowid = row[0]
         values = dict(zip(COLUMN_NAMES, row[1:]))
         owner = owners.get(rowid)
         try:
-            candidates.append(candidate_from_row(rowid, values, owner[1] if owner else None))
+            candidates.append(
+                candidate_from_row(rowid, values, allowed_schemes, account=owner[1] if owner else None)
+            )
+        except DisallowedScheme as e:
+            skipped.append((rowid, str(e)))
+            disallowed.append((rowid, values.get("Stream-name") or "unnamed", url_scheme(values.get("stream-url"))))
         except BadRow as e:
             name = values.get("Stream-name") or "unnamed"
             skipped.append((rowid, str(e)))
@@ -120,6 +133,20 @@ def read_catalog(cursor_or_connection, path="database"):
                 path=path,
                 reason=str(e),
             )
+    if disallowed:
+        named = ", ".join(
+            f"row {rowid} ({name!r}, {scheme}:)" for rowid, name, scheme in disallowed[:NAMED_DISALLOWED_ROWS]
+        )
+        more = len(disallowed) - NAMED_DISALLOWED_ROWS
+        log.warn(
+            "Skipping {count} rows of {path} whose stream-url scheme is not in allowed_url_schemes "
+            "({allowed}): {named}{more}",
+            count=len(disallowed),
+            path=path,
+            allowed=", ".join(allowed_schemes),
+            named=named,
+            more=f" and {more} more" if more > 0 else "",
+        )
     return Catalog.build(candidates, skipped, owners)
 
 
@@ -129,13 +156,24 @@ class ChannelStore(Service):
 
     The connection pool is made in ``startService`` and closed in
     ``stopService``, so building the service tree opens nothing.
+
+    Only rows whose stream URL's scheme is in ``allowed_schemes`` become
+    candidates.  Each load's stream URLs go to ``known_urls`` (the
+    process-wide :data:`~streamproxy.urls.KNOWN_URLS` by default), so that
+    log text shows them only in their display form.  ``loaded`` is False
+    until the first load has finished; :meth:`when_loaded` waits for it.
     """
 
     name = "store"
 
-    def __init__(self, path):
+    def __init__(self, path, allowed_schemes=DEFAULT_SCHEMES, known_urls=None):
         self.path = path
+        self.allowed_schemes = tuple(allowed_schemes)
         self.catalog = Catalog.build([])
+        self.loaded = False
+        self.load_error = None
+        self._known_urls = KNOWN_URLS if known_urls is None else known_urls
+        self._load_waiters = []
         self._pool = None
         self._reload_listeners = []
 
@@ -165,8 +203,32 @@ class ChannelStore(Service):
         super().startService()
         self._pool = self._connect()
         d = self.refresh()
-        d.addErrback(lambda f: log.error("{error}", error=f.getErrorMessage()))
+        d.addErrback(self._first_load_failed)
+        d.addBoth(self._first_load_finished)
         return d
+
+    def _first_load_failed(self, failure):
+        self.load_error = failure.getErrorMessage()
+        log.error("{error}", error=self.load_error)
+
+    def _first_load_finished(self, _):
+        self.loaded = True
+        waiters, self._load_waiters = self._load_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.catalog)
+
+    def when_loaded(self):
+        """
+        A Deferred that fires with the catalog once the first load of the
+        table has finished (at once when it has), whether it succeeded or
+        not (then ``load_error`` says why).  Cancelling it only stops this
+        wait.
+        """
+        if self.loaded:
+            return defer.succeed(self.catalog)
+        waiter = defer.Deferred(lambda d: self._load_waiters.remove(d) if d in self._load_waiters else None)
+        self._load_waiters.append(waiter)
+        return waiter
 
     def stopService(self):
         """
@@ -189,10 +251,12 @@ class ChannelStore(Service):
         if self._pool is None:
             raise StoreError(f"{self.path}: the database is not open")
         try:
-            catalog = yield self._pool.runInteraction(read_catalog, self.path)
+            catalog = yield self._pool.runInteraction(read_catalog, self.path, self.allowed_schemes)
         except sqlite3.Error as e:
             raise _describe(self.path, e)
+        self._known_urls.remember(candidate.url for candidate in catalog.candidates)
         self.catalog = catalog
+        self.load_error = None
         for listener in list(self._reload_listeners):
             try:
                 listener(catalog)

@@ -62,7 +62,7 @@ def build_services(config, reactor=None):
     # First, so the log viewer has the start-up lines and the shutdown's.
     logs = LogService(LogBuffer(config.log_buffer_size))
     logs.setServiceParent(root)
-    store = ChannelStore(config.db_path)
+    store = ChannelStore(config.db_path, config.allowed_url_schemes)
     store.setServiceParent(root)
     # After the store: services stop in reverse order, so the last health
     # write is queued before the store closes its pool.
@@ -83,6 +83,7 @@ def build_services(config, reactor=None):
         _http_client(reactor),
         source_limits=config.source_limits,
         reactor=reactor,
+        allowed_schemes=config.allowed_url_schemes,
     )
     providers.setServiceParent(root)
     channels = ChannelManager(

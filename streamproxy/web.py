@@ -4,11 +4,17 @@ management endpoints, the JSON API and the status and log pages, as one
 Klein application.
 
 Playlists (``/m3u/...``) and streams (``/channel/...``) are for Channels
-DVR and always open.  Everything else is for people: with
-``admin_password`` set it asks for that password (HTTP basic auth, any user
-name), and requests that change something (stop, force_switch,
-refresh_db_cache, refresh_providers) are refused when the browser says
-they come from another site (see :func:`cross_site_problem`).
+DVR and always open, under any host name.  Everything else is for people:
+it answers only when the request's ``Host`` is this machine (an IP
+address, ``localhost``, the machine's own name or one in ``allowed_hosts``;
+see :mod:`streamproxy.hosts`), with ``admin_password`` set it asks for that
+password (HTTP basic auth, any user name), and requests that change
+something (stop, force_switch, refresh_db_cache, refresh_providers) are
+refused when the browser says they come from another site (see
+:func:`cross_site_problem`).
+
+Bounds on every request (body size, time to send it, malformed headers)
+are kept by :mod:`streamproxy.edge` before any route runs.
 """
 
 import base64
@@ -21,19 +27,23 @@ import re
 from urllib.parse import urlsplit
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.server import Site
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from .channels import normalize_channel_id
 from .dashboard import Dashboard, masked
+from .fanout import TS_TYPE, TSViewer
+from .edge import EdgeSite
+from .hosts import BadHost, host_is_ours, machine_names, parse_host_header
 from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
-from .playlists import PlaylistCache
+from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
+from .urls import mask_text
 
 log = Logger()
 
@@ -59,6 +69,15 @@ TEXT_TYPE = b"text/plain; charset=utf-8"
 HLS_TYPE = b"application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 
+# How long a playlist request that arrives before the first load of the
+# table has finished waits for it (about 1 s for 40,000 rows) before it is
+# answered 503 with Retry-After; never a 404 for a playlist that exists.
+FIRST_LOAD_WAIT_SECONDS = 10.0
+LOADING_RETRY_AFTER_SECONDS = 5
+
+# Host names whose refusal is logged (once each); more are refused silently.
+MAX_HOSTS_LOGGED = 100
+
 # A Host header we are willing to echo into playlist URLs: a name or an
 # address with an optional port, nothing that could break out of a URL.
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -66,10 +85,18 @@ _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1
 
 class ChannelIdConverter(BaseConverter):
     """
-    A channel number in a path: ``7`` or a sub-channel ``7.1``.
+    A channel number in a path: ``7`` or a sub-channel ``7.1``, handed to
+    the route in its canonical form (``0501`` is channel ``501``, ``7.10``
+    is ``7.1``), as ``/force_switch`` and ``/stop`` take ids.
     """
 
     regex = r"\d{1,9}(?:\.\d{1,4})?"
+
+    def to_python(self, value):
+        """
+        The canonical channel id of the path segment.
+        """
+        return normalize_channel_id(value)
 
 
 class SegmentConverter(BaseConverter):
@@ -99,6 +126,12 @@ class BadChannelId(ValueError):
     """
 
 
+class BadRequest(ValueError):
+    """
+    A request with a value that makes no sense (400); the message says which.
+    """
+
+
 class Unauthorized(Exception):
     """
     ``admin_password`` is set and the request did not give it (401).
@@ -110,6 +143,49 @@ class CrossSiteRequest(Exception):
     A request that changes something came from another site's page (403);
     the message says how that was seen.
     """
+
+
+class ForeignHost(Exception):
+    """
+    A page or management request addressed to a host name that is not this
+    machine's (403): a DNS-rebinding page, or a name to add to
+    ``allowed_hosts``.  The argument is the name.
+    """
+
+
+class MalformedHeader(ValueError):
+    """
+    A request header the route reads is not text (400); the message says
+    which.
+    """
+
+
+class CatalogLoading(Exception):
+    """
+    The channel table has not been loaded yet since the start (503 with
+    Retry-After); the message says so.
+    """
+
+
+def _header(request, name):
+    """
+    The text of request header ``name`` (bytes, lower case), or None.
+
+    :raises MalformedHeader: when its value is not UTF-8.
+    """
+    values = request.requestHeaders.getRawHeaders(name)
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedHeader(f"the {name.decode('ascii').title()} header is not UTF-8 text")
+
+
+def _header_or_blank(request, name):
+    # For answering errors, where nothing may raise.
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[-1].decode("utf-8", "replace") if values else ""
 
 
 def parse_channel_id(text):
@@ -159,14 +235,14 @@ def cross_site_problem(request):
     header names one).  Scripts such as curl send none of these and are
     let through, so the old GET and POST forms keep working for them.
     """
-    fetch_site = (request.getHeader("sec-fetch-site") or "").strip().lower()
+    fetch_site = (_header(request, b"sec-fetch-site") or "").strip().lower()
     if fetch_site in ("cross-site", "same-site"):
         return f"the browser marked it {fetch_site} (Sec-Fetch-Site)"
-    origin = request.getHeader("origin")
-    header, source = ("Origin", origin) if origin is not None else ("Referer", request.getHeader("referer"))
+    origin = _header(request, b"origin")
+    header, source = ("Origin", origin) if origin is not None else ("Referer", _header(request, b"referer"))
     if source is None:
         return None
-    host = _authority((request.getHeader("host") or "").strip())
+    host = _authority(_header_or_blank(request, b"host").strip())
     if host is None:
         return f"it names an {header} ({source}) but no usable Host"
     seen = _authority(source.strip()) if source.strip().lower() != "null" else None
@@ -181,13 +257,15 @@ def cross_site_problem(request):
 
 def _admin(changes_state=False):
     """
-    Mark a route as one for people: it asks for ``admin_password`` when
-    one is set and, when it ``changes_state``, refuses cross-site requests.
+    Mark a route as one for people: it answers only under this machine's
+    host names (``allowed_hosts``), asks for ``admin_password`` when one
+    is set and, when it ``changes_state``, refuses cross-site requests.
     """
 
     def decorate(handler):
         @functools.wraps(handler)
         def guarded(self, request, *args, **kwargs):
+            self.check_host(request)
             self.check_password(request)
             if changes_state:
                 problem = cross_site_problem(request)
@@ -205,7 +283,7 @@ def base_url(request):
     ``http://host:port`` as the client addressed us, for absolute URLs in
     playlists; falls back to the address the connection arrived on.
     """
-    host = (request.getHeader("host") or "").strip()
+    host = _header_or_blank(request, b"host").strip()
     if not _SAFE_HOST.match(host):
         address = request.getHost()
         host = f"{address.host}:{address.port}"
@@ -225,7 +303,7 @@ def _json(request, value, code=200, compact=False):
 
 def _wants_json(request):
     path = request.path or b""
-    accept = request.getHeader("accept") or ""
+    accept = _header_or_blank(request, b"accept")
     return path.startswith(b"/api/") or "application/json" in accept
 
 
@@ -245,12 +323,12 @@ def _text(request, text, code=200):
     return (text.rstrip("\n") + "\n").encode("utf-8")
 
 
-class ProxySite(Site):
+class ProxySite(EdgeSite):
     """
-    The HTTP site.  Successful playlist and segment requests, several a
-    second per viewer, and the pages' API polls are left out of the access
-    log: they drown what matters in it and cost more than serving them.
-    Errors are logged.
+    The HTTP site, with the bounds of :class:`~streamproxy.edge.EdgeSite`.
+    Successful playlist and segment requests, several a second per viewer,
+    and the pages' API polls are left out of the access log: they drown
+    what matters in it and cost more than serving them.  Errors are logged.
     """
 
     displayTracebacks = False
@@ -271,6 +349,11 @@ class StreamProxyWeb:
     ``logs`` is the :class:`~streamproxy.logs.LogBuffer` behind ``/logs``;
     ``dvr`` the Channels DVR tracker whose ``status()`` the status page
     shows (taken from the manager when not given; either may be None).
+    ``own_names`` are the host names of this machine that pages answer
+    under besides IP addresses, ``localhost`` and ``allowed_hosts``
+    (:func:`~streamproxy.hosts.machine_names` when not given).
+    ``providers`` is the :class:`~streamproxy.providers.ProviderSync` behind
+    ``/api/providers`` and ``POST /refresh_providers`` (None: no providers).
     """
 
     app = Klein()
@@ -278,7 +361,8 @@ class StreamProxyWeb:
     app.url_map.converters["segment"] = SegmentConverter
     app.url_map.converters["static"] = StaticNameConverter
 
-    def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None, providers=None):
+    def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None,
+                 own_names=None, providers=None):
         if reactor is None:
             from twisted.internet import reactor
         self._config = config
@@ -292,6 +376,8 @@ class StreamProxyWeb:
         self._playlists = PlaylistCache(ranking)
         self._static = _read_static(STATIC_DIR)
         self._dashboard = Dashboard(store, ranking, channels, self._dvr, reactor)
+        self._own_names = machine_names() if own_names is None else frozenset(own_names)
+        self._refused_hosts = set()
 
     def resource(self):
         """
@@ -307,9 +393,18 @@ class StreamProxyWeb:
         log.error("{error}", error=failure.getErrorMessage())
         return _error(request, 503, f"Database unavailable: {failure.getErrorMessage()}")
 
+    @app.handle_errors(CatalogLoading)
+    def _loading(self, request, failure):
+        request.setHeader(b"retry-after", b"%d" % LOADING_RETRY_AFTER_SECONDS)
+        return _error(request, 503, failure.getErrorMessage())
+
     @app.handle_errors(UnknownChannel)
     def _unknown_channel(self, request, failure):
         channel_id = failure.value.args[0]
+        if self._catalog_missing():
+            # Not a 404: the channel may well be in the table not read yet.
+            request.setHeader(b"retry-after", b"%d" % LOADING_RETRY_AFTER_SECONDS)
+            return _error(request, 503, _loading_message(self._store))
         if channel_id in self._store.catalog.channels and not _is_stream_path(request):
             return _error(request, 404, f"Channel {channel_id} is not running.")
         return _error(request, 404, f"No channel {channel_id}.")
@@ -319,7 +414,7 @@ class StreamProxyWeb:
         request.setHeader(b"retry-after", b"10")
         return _error(request, 503, str(failure.value))
 
-    @app.handle_errors(BadChannelId, BadLogQuery)
+    @app.handle_errors(BadChannelId, BadLogQuery, BadRequest, MalformedHeader)
     def _bad_request(self, request, failure):
         return _error(request, 400, f"Bad request: {failure.getErrorMessage()}.")
 
@@ -337,6 +432,24 @@ class StreamProxyWeb:
             why=failure.getErrorMessage(),
         )
         return _error(request, 403, f"Refused: a request from another site ({failure.getErrorMessage()}).")
+
+    @app.handle_errors(ForeignHost)
+    def _foreign_host(self, request, failure):
+        host = failure.value.args[0]
+        # Once per name: a rebinding page may ask many times a second, and
+        # must not push everything else out of the log viewer.
+        if host not in self._refused_hosts and len(self._refused_hosts) < MAX_HOSTS_LOGGED:
+            self._refused_hosts.add(host)
+            log.warn("Refused {method} {path} addressed to {host!r}: not a name of this machine "
+                     "(allowed_hosts); further requests under this name are refused silently",
+                     method=request.method.decode("ascii", "replace"),
+                     path=request.path.decode("ascii", "replace"), host=host)
+        return _error(
+            request,
+            403,
+            f"Refused: {host!r} is not a name of this machine. If you reach streamproxy "
+            f"by this name, add it to allowed_hosts in config.yaml.",
+        )
 
     @app.handle_errors(HTTPException)
     def _http_error(self, request, failure):
@@ -366,7 +479,27 @@ class StreamProxyWeb:
         log.failure("Answering {method} {path}", failure,
                     method=request.method.decode("ascii", "replace"),
                     path=request.path.decode("ascii", "replace"))
-        return _error(request, 500, f"Internal error: {failure.getErrorMessage() or failure.type.__name__}.")
+        detail = mask_text(failure.getErrorMessage() or failure.type.__name__)
+        return _error(request, 500, f"Internal error: {detail}.")
+
+    def check_host(self, request):
+        """
+        Let the request through when its ``Host`` names this machine: an IP
+        address, ``localhost``, one of its own names or one listed in
+        ``allowed_hosts``.
+
+        :raises ForeignHost: otherwise.
+        :raises MalformedHeader: when the Host header is not a host name.
+        """
+        values = request.requestHeaders.getRawHeaders(b"host")
+        if not values or not values[-1].strip():
+            return
+        try:
+            host, _ = parse_host_header(values[-1])
+        except BadHost as e:
+            raise MalformedHeader(f"the Host header {e}")
+        if not host_is_ours(host, self._own_names, self._config.allowed_hosts):
+            raise ForeignHost(host)
 
     def check_password(self, request):
         """
@@ -378,7 +511,10 @@ class StreamProxyWeb:
         expected = self._config.admin_password
         if expected is None:
             return
-        header = request.getHeader("authorization") or ""
+        try:
+            header = _header(request, b"authorization") or ""
+        except MalformedHeader:
+            raise Unauthorized()
         scheme, _, encoded = header.partition(" ")
         given = None
         if scheme.lower() == "basic":
@@ -391,24 +527,69 @@ class StreamProxyWeb:
 
     # For Channels DVR: playlists and streams, always open.
 
+    def _after_first_load(self, answer, *args):
+        """
+        ``answer(*args)`` once the first load of the table has finished: at
+        once when it has, else after waiting for it up to
+        :data:`FIRST_LOAD_WAIT_SECONDS`.
+
+        :raises CatalogLoading: (through the Deferred when waiting) when the
+            wait runs out, or when the first load failed and left no table.
+        """
+        if self._store.loaded:
+            return self._answer_loaded(answer, *args)
+        waiting = self._store.when_loaded()
+        waiting.addTimeout(FIRST_LOAD_WAIT_SECONDS, self._reactor)
+
+        def timed_out(failure):
+            failure.trap(defer.TimeoutError, defer.CancelledError)
+            raise CatalogLoading(_loading_message(self._store))
+
+        return waiting.addCallbacks(lambda _: self._answer_loaded(answer, *args), timed_out)
+
+    def _answer_loaded(self, answer, *args):
+        if self._catalog_missing():
+            raise CatalogLoading(_loading_message(self._store))
+        return answer(*args)
+
+    def _catalog_missing(self):
+        """
+        Whether the table has not been read since the start: its first load
+        is under way, or failed and nothing has been read since.
+        """
+        store = self._store
+        return not store.loaded or (store.load_error is not None and not store.catalog.candidates)
+
     @app.route("/m3u/<string:name>.m3u", methods=["GET", "HEAD"])
     def m3u(self, request, name):
         """
-        The channels of one playlist, as Channels DVR reads custom channels.
+        The channels of one playlist, as Channels DVR reads custom channels
+        (after the first load of the table; never a 404 before it).
         """
+        return self._after_first_load(self._m3u, request, name)
+
+    def _m3u(self, request, name):
         catalog = self._store.catalog
         channels = catalog.find_playlist(name)
         if channels is None:
             return _text(request, f"No playlist named {name!r}.", 404)
+        stream_format = _query(request, "format") or self._config.stream_format
+        if stream_format not in STREAM_FILES:
+            raise BadRequest(f"format must be hls or ts, not {stream_format!r}")
         request.setHeader(b"content-type", M3U_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
-        return self._playlists.get(catalog, name, channels, base_url(request)).encode("utf-8")
+        text = self._playlists.get(catalog, name, channels, base_url(request), stream_format)
+        return text.encode("utf-8")
 
     @app.route("/m3u/", methods=["GET", "HEAD"])
     def m3u_index(self, request):
         """
-        The playlists this daemon serves, one URL a line.
+        The playlists this daemon serves, one URL a line (after the first
+        load of the table).
         """
+        return self._after_first_load(self._m3u_index, request)
+
+    def _m3u_index(self, request):
         root = base_url(request)
         names = sorted(self._store.catalog.playlists)
         return _text(request, "\n".join(f"{root}/m3u/{name}.m3u" for name in names) or "No playlists.")
@@ -417,19 +598,48 @@ class StreamProxyWeb:
     async def stream_playlist(self, request, channel_id):
         """
         The channel's live HLS playlist; the first request starts the
-        channel and is answered once the first segment is ready.
+        channel and is answered once the first segment is ready.  HEAD
+        never starts a channel (link checkers HEAD every channel of a
+        playlist): it answers 200 with the headers for any channel the
+        table has, 404 for others.
         """
-        text = await self._channels.playlist(channel_id)
+        _open_to_any_origin(request)
+        if request.method == b"HEAD":
+            if self._channels.session(channel_id) is None and channel_id not in self._store.catalog.channels:
+                raise UnknownChannel(channel_id)
+            text = ""
+        else:
+            text = await self._channels.playlist(channel_id, client=_host(request))
         request.setHeader(b"content-type", HLS_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
         return text.encode("ascii")
+
+    @app.route("/channel/<channel:channel_id>/stream.ts", methods=["GET", "HEAD"])
+    def stream_ts(self, request, channel_id):
+        """
+        The channel as one continuous MPEG-TS response, lasting until the
+        viewer leaves or the channel ends; it starts the channel.  HEAD
+        answers like the playlist's HEAD and starts nothing.
+        """
+        _open_to_any_origin(request)
+        if request.method == b"HEAD":
+            if self._channels.session(channel_id) is None and channel_id not in self._store.catalog.channels:
+                raise UnknownChannel(channel_id)
+            request.setHeader(b"content-type", TS_TYPE)
+            return b""
+        session = self._channels.tune(channel_id)
+        if session.ended:
+            raise ChannelUnavailable(session.reason or f"channel {channel_id} stopped")
+        return TSViewer(request, session, self._reactor, _client(request)).start()
 
     @app.route("/channel/<channel:channel_id>/<segment:name>", methods=["GET", "HEAD"])
     def segment(self, request, channel_id, name):
         """
         One segment of a running channel, as video/mp2t.
         """
-        path = self._channels.segment_path(channel_id, name)
+        _open_to_any_origin(request)
+        client = _host(request) if request.method != b"HEAD" else None
+        path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD", client=client)
         if path is None:
             return _text(request, f"No segment {name} on channel {channel_id}.", 404)
         resource = File(path, defaultType=SEGMENT_TYPE)
@@ -438,8 +648,6 @@ class StreamProxyWeb:
         resource.contentTypes = {".ts": SEGMENT_TYPE}
         resource.isLeaf = True
         return resource
-
-    # Management.
 
     @app.route("/refresh_db_cache", methods=["GET", "POST"])
     @_admin(changes_state=True)
@@ -604,6 +812,33 @@ class StreamProxyWeb:
             },
             compact=True,
         )
+
+
+def _client(request):
+    # host:port of one connection (a TS viewer).
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return f"{host}:{address.port}" if host else "unknown"
+
+
+def _host(request):
+    # The address of an HLS player, which opens connection after connection.
+    return getattr(request.getClientAddress(), "host", None) or "unknown"
+
+
+def _open_to_any_origin(request):
+    # Playlists and segments are open to everyone anyway; this lets a web
+    # player on another origin read them.
+    request.setHeader(b"access-control-allow-origin", b"*")
+
+
+def _loading_message(store):
+    """
+    The 503 line for a request that came before the table could be read.
+    """
+    if store.loaded and store.load_error is not None:
+        return f"Database unavailable: {store.load_error}"
+    return "The channel table is still being loaded after the start; try again in a few seconds."
 
 
 def _query(request, name):

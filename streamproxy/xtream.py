@@ -12,10 +12,12 @@ Numbers often arrive as strings.  A stream plays at
 :mod:`streamproxy.providers` fetches.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
-from .m3u_parser import StreamEntry
+from .m3u_parser import StreamEntry, disallowed_scheme
+from .urls import DEFAULT_SCHEMES
 
 
 class XtreamError(ValueError):
@@ -137,14 +139,17 @@ def parse_categories(document):
     return categories
 
 
-def stream_entries(document, categories, base, username, password, groups=None):
+def stream_entries(document, categories, base, username, password, groups=None,
+                   allowed_schemes=DEFAULT_SCHEMES):
     """
     The :class:`~streamproxy.m3u_parser.StreamEntry` values of a decoded
     ``get_live_streams`` answer, keyed ``id:<stream_id>``; only ``groups``
     (category names, case ignored) when given.  Entries without a stream id
-    and repeated ids are left out.
+    and repeated ids are left out, and so is every stream when the server's
+    scheme is not one of ``allowed_schemes`` (``allowed_url_schemes``).
 
-    :return: ``(entries, left out as unusable or repeated, outside groups)``.
+    :return: ``(entries, left out as unusable or repeated, outside groups,
+        Counter of the entries left out for their scheme, by scheme)``.
     :raises XtreamError: when the answer is not a list.
     """
     if isinstance(document, dict) and not document:
@@ -155,6 +160,7 @@ def stream_entries(document, categories, base, username, password, groups=None):
     seen = set()
     entries = []
     unusable = outside = 0
+    disallowed = Counter()
     for item in document:
         if not isinstance(item, dict):
             unusable += 1
@@ -168,12 +174,17 @@ def stream_entries(document, categories, base, username, password, groups=None):
             outside += 1
             continue
         seen.add(stream_id)
+        url = stream_url(base, username, password, stream_id)
+        scheme = disallowed_scheme(url, allowed_schemes)
+        if scheme is not None:
+            disallowed[scheme] += 1
+            continue
         name = str(item.get("name") or "").strip() or f"Stream {stream_id}"
         number = _whole(item.get("num"))
         entries.append(
             StreamEntry(
                 key=f"id:{stream_id}",
-                url=stream_url(base, username, password, stream_id),
+                url=url,
                 name=name,
                 guide_id=str(item.get("epg_channel_id") or "").strip(),
                 guide_name=name,
@@ -182,4 +193,4 @@ def stream_entries(document, categories, base, username, password, groups=None):
                 number=str(number) if number and number > 0 else "",
             )
         )
-    return entries, unusable, outside
+    return entries, unusable, outside, disallowed

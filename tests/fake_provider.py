@@ -48,6 +48,9 @@ class FakeChannel:
     group: str = "General"
     number: int = 0
     logo: str = ""
+    # A URL the M3U playlist lists as it is instead of the provider's own
+    # (a file:// or rtmp:// entry a sync must leave out).
+    url: str = ""
 
     @property
     def slug(self):
@@ -218,7 +221,7 @@ class FakeProvider(Resource):
                 attributes.append(f'tvg-logo="{channel.logo}"')
             attributes.append(f'group-title="{channel.group}"')
             lines.append(f"#EXTINF:-1 {' '.join(attributes)},{channel.name}")
-            lines.append(self.stream_url(user, channel))
+            lines.append(channel.url or self.stream_url(user, channel))
         request.setHeader(b"content-type", b"audio/x-mpegurl")
         return self._send(request, ("\n".join(lines) + "\n").encode(), gz_file)
 

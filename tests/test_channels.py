@@ -6,7 +6,14 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamproxy.channels import Catalog, Ranking, normalize_channel_id
+from streamproxy.channels import (
+    BadRow,
+    Catalog,
+    DisallowedScheme,
+    Ranking,
+    candidate_from_row,
+    normalize_channel_id,
+)
 from streamproxy.m3u_import import parse_extinf, parse_m3u, M3UError
 from streamproxy.playlists import build_m3u, clean
 
@@ -36,6 +43,42 @@ class ChannelIdTests(SynchronousTestCase):
         """
         for value in (None, "", "abc", "-1", "7a", True, float("nan"), "1e5", "7.1.2"):
             self.assertRaises(ValueError, normalize_channel_id, value)
+
+
+class CandidateRowTests(SynchronousTestCase):
+    """
+    Which rows become candidates, and how their URLs are shown.
+    """
+
+    def row(self, url):
+        """
+        A row of channel 7 with ``url``.
+        """
+        return {"Channel-id": 7, "stream-url": url, "Source": "a", "Stream-quality": "1", "M3U": "main"}
+
+    def test_only_allowed_schemes(self):
+        """
+        http and https rows are candidates; file://, ffmpeg prefixes and
+        other schemes are refused as DisallowedScheme naming the key,
+        unless the scheme is allowed.
+        """
+        self.assertEqual(candidate_from_row(1, self.row("HTTPS://x.example/1.ts")).url, "HTTPS://x.example/1.ts")
+        for url in ("file:///etc/passwd", "concat:http://x/1.ts|http://x/2.ts", "rtsp://cam/1", "pipe:0"):
+            with self.assertRaises(DisallowedScheme, msg=url) as caught:
+                candidate_from_row(1, self.row(url))
+            self.assertIn("allowed_url_schemes", str(caught.exception))
+        self.assertEqual(candidate_from_row(1, self.row("rtsp://cam/1"), ("http", "rtsp")).url, "rtsp://cam/1")
+        with self.assertRaises(BadRow) as caught:
+            candidate_from_row(1, self.row("/var/lib/x.ts"))
+        self.assertNotIsInstance(caught.exception, DisallowedScheme)
+        self.assertIn("no scheme", str(caught.exception))
+
+    def test_display_url(self):
+        """
+        A candidate shows its URL without the account in it.
+        """
+        found = candidate_from_row(1, self.row("http://u:p@x.example:8080/live/alice/hunter2/1001.ts?token=t"))
+        self.assertEqual(found.display_url, "http://x.example:8080/.../1001.ts?token")
 
 
 class RankingTests(SynchronousTestCase):

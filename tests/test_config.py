@@ -190,3 +190,31 @@ class ConfigTests(SynchronousTestCase):
         """
         config = load_config(self.write("segment_dir: null\n"))
         self.assertEqual(config.segment_dir, Config().segment_dir)
+
+    def test_allowed_url_schemes(self):
+        """
+        allowed_url_schemes defaults to http and https, takes other network
+        protocols (lower-cased, once each), and refuses local ones, unknown
+        names and an empty list, naming the key.
+        """
+        self.assertEqual(Config().allowed_url_schemes, ("http", "https"))
+        config = load_config(self.write("allowed_url_schemes: [HTTP, https, rtmp, udp, rtmp]\n"))
+        self.assertEqual(config.allowed_url_schemes, ("http", "https", "rtmp", "udp"))
+        for value in ("[http, file]", "[concat]", "[gopher]", "[]", "http", "[1]"):
+            self.assertError(f"allowed_url_schemes: {value}\n", "allowed_url_schemes:")
+        message = self.assertError("allowed_url_schemes: [http, file]\n", "'file'", "rtmp")
+        self.assertIn("not a network protocol", message)
+
+    def test_allowed_hosts(self):
+        """
+        allowed_hosts is a list of host names, kept lower-cased without a
+        trailing dot; a port or a malformed name is refused naming the entry.
+        """
+        self.assertEqual(Config().allowed_hosts, ())
+        config = load_config(self.write("allowed_hosts: [TV.example.lan., streambox]\n"))
+        self.assertEqual(config.allowed_hosts, ("tv.example.lan", "streambox"))
+        self.assertEqual(load_config(self.write("allowed_hosts: null\n")).allowed_hosts, ())
+        self.assertError("allowed_hosts: tv.example.lan\n", "allowed_hosts:", "must be a list")
+        self.assertError("allowed_hosts: [tv.example.lan:9090]\n", "allowed_hosts:", "port")
+        self.assertError("allowed_hosts: [a..b]\n", "allowed_hosts:", "'a..b'", "empty label")
+        self.assertError("allowed_hosts: [7]\n", "allowed_hosts:", "host names")

@@ -110,6 +110,44 @@ class PluginTests(TestCase):
         self.assertIsNone(getattr(parts["listener"], "_port", None))
 
 
+class StartUpTests(TestCase):
+    """
+    The service tree just started, answering over loopback while its first
+    load of the table is still under way.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_no_false_404_before_the_first_load(self):
+        """
+        Requests sent right after the start, before the table has been
+        read, are answered from it: the playlist lists the channel, the
+        playlist index names it; never 404.
+        """
+        from streamproxy.config import parse_config
+        from streamproxy.tap import build_services
+
+        path = make_database(os.path.abspath(self.mktemp()),
+                             [row(n, f"http://127.0.0.1:1/{n}.ts") for n in range(1, 2001)])
+        port = free_port()
+        config = parse_config({"db_path": path, "port": port, "interface": "127.0.0.1",
+                               "segment_dir": os.path.abspath(self.mktemp())})
+        root, parts = build_services(config)
+        root.startService()
+        self.addCleanup(root.stopService)
+        self.assertFalse(parts["store"].loaded)
+        base = f"http://127.0.0.1:{port}"
+        responses = yield defer.gatherResults([
+            treq.get(f"{base}/m3u/main.m3u", persistent=False),
+            treq.get(f"{base}/m3u/", persistent=False),
+        ])
+        bodies = yield defer.gatherResults([r.text() for r in responses])
+        self.assertEqual([r.code for r in responses], [200, 200], bodies)
+        self.assertEqual(bodies[0].count("#EXTINF"), 2000)
+        self.assertIn("/m3u/main.m3u", bodies[1])
+
+
 class DaemonTests(TestCase):
     """
     The real daemon under twistd.

@@ -9,6 +9,7 @@ tests at the end drive a channel manager (fake processes) with a stub DVR.
 """
 
 import json
+import time
 
 from treq.testing import StubTreq
 from twisted.internet import defer, error
@@ -20,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from streamproxy.dvr import (
     EVENTS_RETRY_SECONDS,
+    MAX_EVENT_BYTES,
     REQUEST_TIMEOUT_SECONDS,
     ActivityInfo,
     DVRTracker,
@@ -327,6 +329,72 @@ class EventStreamTests(SynchronousTestCase):
         parser = EventStreamParser()
         self.assertEqual(parser.feed(b'data: {"Type":"x"}\n'), [])
         self.assertEqual(parser.feed(b"\n"), ['{"Type":"x"}'])
+
+    def test_line_over_the_bound(self):
+        """
+        A line longer than the bound, in one chunk or many, ends the
+        parsing with a reason; the events before it are still delivered and
+        nothing is kept of the long line.
+        """
+        for chunk in (MAX_EVENT_BYTES + 10, 4096, 1):
+            parser = EventStreamParser()
+            events = parser.feed(b'data: {"Type":"a"}\n\n')
+            endless = b"x" * (MAX_EVENT_BYTES + 10)
+            for index in range(0, len(endless), chunk):
+                events += parser.feed(endless[index : index + chunk])
+                if parser.overflow:
+                    break
+            self.assertEqual(events, ['{"Type":"a"}'])
+            self.assertEqual(parser.overflow, f"a line over {MAX_EVENT_BYTES} bytes")
+            self.assertEqual(len(parser._buffer), 0)
+            self.assertEqual(parser.feed(b"\n\ndata: {}\n\n"), [])
+
+    def test_line_at_the_bound_passes(self):
+        """
+        A line of exactly the bound is still taken.
+        """
+        parser = EventStreamParser(max_bytes=100)
+        line = b"data: " + b"y" * 94
+        self.assertEqual(parser.feed(line + b"\n\n"), ["y" * 94])
+        self.assertIsNone(parser.overflow)
+
+    def test_event_over_the_bound(self):
+        """
+        An event of many short data lines that never ends is bounded too.
+        """
+        parser = EventStreamParser(max_bytes=1000)
+        for _ in range(200):
+            parser.feed(b"data: 0123456789\n")
+        self.assertEqual(parser.overflow, "an event over 1000 bytes")
+        self.assertEqual(parser._data, [])
+
+    def test_linear(self):
+        """
+        Long lines arriving in small chunks cost time in proportion to the
+        bytes: 8 MB of 60 KB lines in 1 KB chunks parse in well under a
+        second (rescanning the buffer on every chunk took minutes).
+        """
+        parser = EventStreamParser()
+        line = b"data: " + b"z" * (60 * 1024) + b"\n\n"
+        stream = line * (8 * 1024 * 1024 // len(line))
+        started = time.perf_counter()
+        count = 0
+        for index in range(0, len(stream), 1024):
+            count += len(parser.feed(stream[index : index + 1024]))
+        elapsed = time.perf_counter() - started
+        self.assertEqual(count, len(stream) // len(line))
+        self.assertIsNone(parser.overflow)
+        self.assertLess(elapsed, 1.0)
+
+    def test_many_lines_in_one_chunk(self):
+        """
+        Many short lines in one large chunk are split in one pass.
+        """
+        chunk = b'data: {"Type":"x"}\r\n\r\n' * 50_000
+        started = time.perf_counter()
+        events = EventStreamParser().feed(chunk)
+        self.assertEqual(len(events), 50_000)
+        self.assertLess(time.perf_counter() - started, 1.0)
 
     def test_activity_events(self):
         """

@@ -20,7 +20,6 @@ from streamproxy.media import (
     classify_stderr_line,
     facts_from_ffprobe_json,
     judge,
-    mask_url,
     needs_transcode,
 )
 
@@ -1115,109 +1114,6 @@ class ClassifyTests(SynchronousTestCase):
         paths = [event.detail for event in events if event is not None]
         self.assertEqual(paths, ["out/name_00000.ts", "out/x.m3u8.tmp", "out/name_00001.ts",
                                  "out/x.m3u8.tmp", "out/name_00002.ts", "out/x.m3u8.tmp"])
-
-
-class MaskUrlTests(SynchronousTestCase):
-    """mask_url hides provider credentials in any text."""
-
-    def assertMasked(self, cases):
-        for text, expected in cases:
-            self.assertEqual(mask_url(text), expected, text)
-
-    def test_userinfo(self):
-        """user:pass@ and a bare user@ are masked; host and port stay."""
-        self.assertMasked([
-            ("http://alice:s3cret@127.0.0.1:8080/stream.ts", "http://***:***@127.0.0.1:8080/stream.ts"),
-            ("rtsp://admin@127.0.0.1:554/ch1", "rtsp://***@127.0.0.1:554/ch1"),
-            ("http://alice:p@ss@127.0.0.1/x.ts", "http://***:***@127.0.0.1/x.ts"),
-        ])
-
-    def test_xtream_paths(self):
-        """/live|movie|series|timeshift/USER/PASS/... keep the kind and the id."""
-        self.assertMasked([
-            ("http://127.0.0.1:25461/live/alice/s3cret/12345.ts", "http://127.0.0.1:25461/live/***/***/12345.ts"),
-            ("http://127.0.0.1:25461/live/alice/s3cret/12345.m3u8", "http://127.0.0.1:25461/live/***/***/12345.m3u8"),
-            ("http://127.0.0.1:25461/live/alice/s3cret/12345", "http://127.0.0.1:25461/live/***/***/12345"),
-            ("http://127.0.0.1:25461/movie/alice/s3cret/777.mkv", "http://127.0.0.1:25461/movie/***/***/777.mkv"),
-            ("http://127.0.0.1:25461/series/alice/s3cret/888.mp4", "http://127.0.0.1:25461/series/***/***/888.mp4"),
-            ("http://127.0.0.1:25461/timeshift/alice/s3cret/120/2024-05-01:20-00/12345.ts",
-             "http://127.0.0.1:25461/timeshift/***/***/120/2024-05-01:20-00/12345.ts"),
-            ("HTTP://127.0.0.1/LIVE/alice/s3cret/1.ts", "HTTP://127.0.0.1/LIVE/***/***/1.ts"),
-            # No id: the password is last, and is masked anyway.
-            ("http://127.0.0.1/live/alice/s3cret", "http://127.0.0.1/live/***/***"),
-        ])
-
-    def test_short_xtream_form(self):
-        """The common http://host:port/USER/PASS/ID form."""
-        self.assertMasked([
-            ("http://127.0.0.1:8080/alice/s3cret/12345", "http://127.0.0.1:8080/***/***/12345"),
-            ("https://127.0.0.1/alice/s3cret/12345.ts", "https://127.0.0.1/***/***/12345.ts"),
-        ])
-
-    def test_query_parameters(self):
-        """Secret-looking parameter names are masked; others are not."""
-        self.assertMasked([
-            ("http://127.0.0.1:8080/get.php?username=alice&password=s3cret&type=m3u_plus&output=ts",
-             "http://127.0.0.1:8080/get.php?username=***&password=***&type=m3u_plus&output=ts"),
-            ("http://127.0.0.1/player_api.php?user=alice&pass=s3cret&action=get_live_streams",
-             "http://127.0.0.1/player_api.php?user=***&pass=***&action=get_live_streams"),
-            ("https://127.0.0.1/ch/index.m3u8?token=abc123&channel=5", "https://127.0.0.1/ch/index.m3u8?token=***&channel=5"),
-            ("https://127.0.0.1/x.m3u8?key=k&auth=a&sig=s&signature=t&Expires=99",
-             "https://127.0.0.1/x.m3u8?key=***&auth=***&sig=***&signature=***&Expires=99"),
-            ("https://127.0.0.1/x.m3u8?Password=P&AUTH_TOKEN=T&access_token=A&apikey=K",
-             "https://127.0.0.1/x.m3u8?Password=***&AUTH_TOKEN=***&access_token=***&apikey=***"),
-            ("http://127.0.0.1/x.ts?token=&debug", "http://127.0.0.1/x.ts?token=***&debug"),
-            # A bare flag has no value to hide.
-            ("http://127.0.0.1/x.ts?auth&a=1", "http://127.0.0.1/x.ts?auth&a=1"),
-            ("http://127.0.0.1/x.ts?a=1#token=frag", "http://127.0.0.1/x.ts?a=1#token=frag"),
-        ])
-
-    def test_token_in_path(self):
-        """A long opaque path component is masked; readable names are not."""
-        self.assertMasked([
-            ("http://127.0.0.1:8080/hls/live/5f2b9c0e1d7a4c3b9e8f7a6b5c4d3e2f/index.m3u8",
-             "http://127.0.0.1:8080/hls/live/***/index.m3u8"),
-            ("http://127.0.0.1/streams/some_readable_channel_name/hd/index.m3u8",
-             "http://127.0.0.1/streams/some_readable_channel_name/hd/index.m3u8"),
-            # The final component stays visible even when it looks opaque.
-            ("http://127.0.0.1/a/b/c/d/seg_1700000000123_abcdef.ts",
-             "http://127.0.0.1/a/b/c/d/seg_1700000000123_abcdef.ts"),
-        ])
-
-    def test_urls_inside_ffmpeg_messages(self):
-        """URLs are found inside quotes and before ': ' and the text around
-        them is untouched."""
-        self.assertMasked([
-            ("Input #0, hls, from 'http://127.0.0.1:8765/live/user1/pass1/chan.m3u8?token=abc':",
-             "Input #0, hls, from 'http://127.0.0.1:8765/live/***/***/chan.m3u8?token=***':"),
-            ("http://127.0.0.1:8080/alice/s3cret/99: Connection refused",
-             "http://127.0.0.1:8080/***/***/99: Connection refused"),
-            ("[hls @ 0x55e8c34639c0] Opening 'http://127.0.0.1:8765/live/u/p/seg2.ts?sig=zz' for reading",
-             "[hls @ 0x55e8c34639c0] Opening 'http://127.0.0.1:8765/live/***/***/seg2.ts?sig=***' for reading"),
-            ("http://127.0.0.1/x.m3u8?token=abc: Server returned 403 Forbidden (access denied)",
-             "http://127.0.0.1/x.m3u8?token=***: Server returned 403 Forbidden (access denied)"),
-            ("failover from http://a:b@127.0.0.1/x.ts to http://127.0.0.1/c/d/e.ts.",
-             "failover from http://***:***@127.0.0.1/x.ts to http://127.0.0.1/***/***/e.ts."),
-        ])
-
-    def test_nothing_to_mask(self):
-        """Credential-free URLs and plain text pass through unchanged."""
-        for text in [
-            "http://127.0.0.1:8765/f/in.ts",
-            "http://127.0.0.1/index.m3u8",
-            "http://127.0.0.1:8080",
-            "http://127.0.0.1:8080/",
-            "[tcp @ 0x562e2103ef80] Connection to tcp://127.0.0.1:1 failed: Connection refused",
-            "[hls @ 0x55fe456c8b80] Opening 'out/name_00000.ts' for writing",
-            "no url here: user=alice",
-            "",
-        ]:
-            self.assertEqual(mask_url(text), text)
-
-    def test_idempotent(self):
-        """Masking twice changes nothing more."""
-        text = "http://alice:s3cret@127.0.0.1:8080/live/alice/s3cret/1.ts?token=t"
-        self.assertEqual(mask_url(mask_url(text)), mask_url(text))
 
 
 class ProgressTests(SynchronousTestCase):

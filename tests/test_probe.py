@@ -35,6 +35,19 @@ class ProbeTests(SynchronousTestCase):
         self.assertEqual(command[command.index("-rw_timeout") + 1], "4000000")
         self.assertEqual(command[-1], "http://127.0.0.1:1/live/user/secret/7.ts")
 
+    def test_protocol_whitelist(self):
+        """
+        ffprobe may open only the network protocols of allowed_url_schemes,
+        never a local file.
+        """
+        d, process = self.start()
+        command = process.command
+        self.assertEqual(command[command.index("-protocol_whitelist") + 1], "crypto,http,httpproxy,https,tcp,tls")
+        self.settings = parse_config({"allowed_url_schemes": ["http", "rtmp"]})
+        d, process = self.start("rtmp://127.0.0.1/app/key")
+        command = process.command
+        self.assertEqual(command[command.index("-protocol_whitelist") + 1], "crypto,http,rtmp,tcp")
+
     def test_usable_stream(self):
         """
         A stream with decodable video passes, with its facts.

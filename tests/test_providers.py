@@ -19,7 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from streamproxy import fetch as fetch_module, xtream
 from streamproxy.channels import Catalog, Ranking
 from streamproxy.config import ConfigError, Config, parse_config
-from streamproxy.fetch import display_url
 from streamproxy.m3u_parser import StreamEntry, parse_m3u, stream_entries, stream_key
 from streamproxy.matching import (
     BY_GUIDE_ID, BY_NAME, NEXT_FREE, PROVIDER_NUMBER, REMEMBERED, ChannelIndex, OwnedRow, normalize_name,
@@ -29,6 +28,7 @@ from streamproxy.provider_rows import OWNERS, read_owners, sync_accounts
 from streamproxy.providers import ProviderSync, compute_limits, retry_delay, scrub, RETRY_FIRST_SECONDS
 from streamproxy.slots import SourceSlots
 from streamproxy.store import prepare_database, read_catalog
+from streamproxy.urls import KnownUrls, display_url
 from streamproxy.web import StreamProxyWeb
 
 from . import fake_provider
@@ -73,12 +73,33 @@ class ParserTests(SynchronousTestCase):
             '#EXTINF:-1 group-title="news",A again\nhttp://h/live/u/p/1.ts\n'
             '#EXTINF:-1 group-title="Sports",B\nhttp://h/live/u/p/2.ts\n'
         )
-        entries, duplicates, outside = stream_entries(parsed, ["NEWS"])
-        self.assertEqual((duplicates, outside), (1, 1))
+        entries, duplicates, outside, disallowed = stream_entries(parsed, ["NEWS"])
+        self.assertEqual((duplicates, outside, disallowed), (1, 1, {}))
         self.assertEqual(
             entries,
             [StreamEntry("id:1", "http://h/live/u/p/1.ts", "A HD", "a.us", "A", "http://l/a.png", "News", "4")],
         )
+
+    def test_schemes_not_allowed_are_left_out(self):
+        """
+        Entries whose URL is not of an allowed_url_schemes scheme (local
+        files, ffmpeg's concat:, a bare path, rtmp unless allowed) are left
+        out and counted by scheme, as the table's own rows are.
+        """
+        parsed = parse_m3u(
+            "#EXTM3U\n"
+            "#EXTINF:-1,Good\nhttp://h/live/u/p/1.ts\n"
+            "#EXTINF:-1,Local\nfile:///etc/passwd\n"
+            "#EXTINF:-1,Concat\nconcat:http://h/live/u/p/1.ts|/etc/passwd\n"
+            "#EXTINF:-1,Bare\n/var/lib/x.ts\n"
+            "#EXTINF:-1,Rtmp\nrtmp://h/app/key\n"
+        )
+        entries, _, _, disallowed = stream_entries(parsed)
+        self.assertEqual([e.url for e in entries], ["http://h/live/u/p/1.ts"])
+        self.assertEqual(dict(disallowed), {"file": 1, "concat": 1, "no scheme": 1, "rtmp": 1})
+        entries, _, _, disallowed = stream_entries(parsed, allowed_schemes=("http", "rtmp"))
+        self.assertEqual([e.name for e in entries], ["Good", "Rtmp"])
+        self.assertEqual(sum(disallowed.values()), 3)
 
     def test_linear(self):
         """
@@ -91,7 +112,7 @@ class ParserTests(SynchronousTestCase):
             f'#EXTINF:-1 tvg-id="c{i}" group-title="G",Channel {i}\nhttp://h/live/u/p/{i}.ts\n' for i in range(50000)
         )
         started = time.perf_counter()
-        entries, _, _ = stream_entries(parse_m3u(text))
+        entries, _, _, _ = stream_entries(parse_m3u(text))
         self.assertEqual(len(entries), 50000)
         self.assertLess(time.perf_counter() - started, 5.0)
 
@@ -205,7 +226,7 @@ class XtreamTests(SynchronousTestCase):
         other groups are left out.
         """
         categories = xtream.parse_categories([{"category_id": 1, "category_name": "News"}, {"x": 1}])
-        entries, unusable, outside = xtream.stream_entries(
+        entries, unusable, outside, disallowed = xtream.stream_entries(
             [
                 {"num": "3", "name": "ABC", "stream_id": "101", "stream_icon": "http://l/a.png",
                  "epg_channel_id": "abc.us", "category_id": "1"},
@@ -216,12 +237,24 @@ class XtreamTests(SynchronousTestCase):
             ],
             categories, "http://h:8080", "u s", "p/w", groups=["news"],
         )
-        self.assertEqual((unusable, outside), (3, 1))
+        self.assertEqual((unusable, outside, disallowed), (3, 1, {}))
         self.assertEqual(
             entries,
             [StreamEntry("id:101", "http://h:8080/live/u%20s/p%2Fw/101.ts", "ABC", "abc.us", "ABC",
                          "http://l/a.png", "News", "3")],
         )
+
+    def test_streams_of_a_scheme_not_allowed(self):
+        """
+        When the server's scheme is not in allowed_url_schemes, every stream
+        is left out and counted under it.
+        """
+        streams = [{"name": "A", "stream_id": 1}, {"name": "B", "stream_id": 2}]
+        entries, _, _, disallowed = xtream.stream_entries(streams, {}, "http://h:8080", "u", "p",
+                                                          allowed_schemes=("https",))
+        self.assertEqual((entries, dict(disallowed)), ([], {"http": 2}))
+        entries, _, _, _ = xtream.stream_entries(streams, {}, "https://h", "u", "p", allowed_schemes=("https",))
+        self.assertEqual([e.url for e in entries], ["https://h/live/u/p/1.ts", "https://h/live/u/p/2.ts"])
 
     def test_server_base(self):
         """
@@ -269,17 +302,43 @@ class HelperTests(SynchronousTestCase):
     def test_scrub_and_display(self):
         """
         Known secrets and a secret URL's query values are hidden; the display
-        form keeps host, port, last path part and query names only.
+        form of a provider's own URL (urls.display_url with page_names_only)
+        keeps host, port, a last path part that is a page name, and query
+        names only.
         """
         secrets = ("http://h/get.php?username=bob&password=s3cret", "bob")
         self.assertEqual(scrub("bad s3cret for bob", secrets), "bad *** for ***")
+
+        def shown(url):
+            return display_url(url, page_names_only=True)
+
         self.assertEqual(
-            display_url("http://u:p@h:8080/a/b/get.php?username=x&password=y"), "http://h:8080/…/get.php?username&password"
+            shown("http://u:p@h:8080/a/b/get.php?username=x&password=y"), "http://h:8080/.../get.php?username&password"
         )
-        self.assertEqual(display_url("http://h"), "http://h")
-        self.assertEqual(display_url("http://h/get/bob/s3cret"), "http://h/…")
-        self.assertEqual(display_url("http://h/bob/s3cret/playlist.m3u"), "http://h/…/playlist.m3u")
-        self.assertEqual(display_url("https://[::1]:8443/get.php"), "https://[::1]:8443/get.php")
+        self.assertEqual(shown("http://h"), "http://h")
+        self.assertEqual(shown("http://h/get/bob/s3cret"), "http://h/.../***")
+        self.assertEqual(shown("http://h/bob/s3cret/playlist.m3u"), "http://h/.../playlist.m3u")
+        self.assertEqual(shown("https://[::1]:8443/get.php"), "https://[::1]:8443/get.php")
+        # A stream URL's own display form shows its last part; a provider URL's does not.
+        self.assertEqual(display_url("http://h/get/bob/s3cret"), "http://h/.../s3cret")
+
+    def test_provider_urls_are_known(self):
+        """
+        A sync service gives its providers' playlist and API URLs to the
+        known-URL table, so log text shows them only in their display form
+        (exact match, whatever form the heuristics would miss).
+        """
+        known = KnownUrls()
+        config = parse_config({"providers": [
+            {"name": "p", "m3u_url": "http://h/get/bob/s3cret"},
+            {"name": "q", "xtream": {"url": "http://x:8080", "username": "carol", "password": "pw9"}},
+        ]})
+        ProviderSync(config.providers, None, SourceSlots({}), None,
+                     reactor=Clock(), known_urls=known)
+        self.assertEqual(known.replace("GET http://h/get/bob/s3cret: refused"), "GET http://h/.../***: refused")
+        api = "http://x:8080/player_api.php?username=carol&password=pw9&action=get_live_streams"
+        self.assertEqual(known.replace(f"GET {api} failed"),
+                         "GET http://x:8080/player_api.php?username&password&action failed")
 
 
 class ConfigTests(SynchronousTestCase):
@@ -412,18 +471,21 @@ class SyncTestCase(SynchronousTestCase):
         self.store = SyncedStore(self.path)
         self.addCleanup(self.store.close)
         self.slots = SourceSlots({})
+        self.known = KnownUrls()
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def service(self, entries, source_limits=None):
+    def service(self, entries, source_limits=None, allowed_schemes=("http", "https")):
         """
-        A ProviderSync for ``entries`` (the providers: list).
+        A ProviderSync for ``entries`` (the providers: list), its URLs known
+        to a known-URL table of the test's own.
         """
         config = parse_config({"providers": entries, "source_limits": source_limits or {}})
         return ProviderSync(
             config.providers, self.store, self.slots, StubTreq(self.provider),
             source_limits=config.source_limits, reactor=self.clock, run_in_thread=synchronously,
+            allowed_schemes=allowed_schemes, known_urls=self.known,
         )
 
     def sync(self, service, name="p"):
@@ -527,6 +589,36 @@ class SyncTests(SyncTestCase):
         self.sync(service)
         espn = [r for r in self.store.rows("Channel-id", "Stream-name") if r[1] == "ESPN"]
         self.assertEqual(espn, [(9, "ESPN")])
+
+    def test_schemes_not_allowed_are_left_out(self):
+        """
+        A playlist's file:// and rtmp:// streams are left out of the table
+        and counted in the status and one log line; allowing rtmp takes it.
+        """
+        self.provider.channels = list(CHANNELS) + [
+            FakeChannel(104, "Local", group="News", url="file:///etc/passwd"),
+            FakeChannel(105, "Relay", group="News", url="rtmp://relay.test/app/key"),
+        ]
+        status = self.sync(self.service([self.m3u()]))
+        self.assertEqual(status["last_sync"]["added"], 3)
+        self.assertEqual(status["accounts"][0]["skipped"]["scheme_not_allowed"], {"file": 1, "rtmp": 1})
+        self.assertNotIn("file:///etc/passwd", [r[0] for r in self.store.rows("stream-url")])
+        self.assertIn("leaving out 2 streams whose URL scheme is not in allowed_url_schemes (http, https): "
+                      "file: 1, rtmp: 1", self.logged())
+        status = self.sync(self.service([self.m3u()], allowed_schemes=("http", "https", "rtmp")))
+        self.assertEqual(status["last_sync"]["added"], 1)
+        self.assertIn("rtmp://relay.test/app/key", [r[0] for r in self.store.rows("stream-url")])
+
+    def test_only_streams_of_schemes_not_allowed(self):
+        """
+        A playlist with no stream of an allowed scheme is a failed sync that
+        says why; the rows stay.
+        """
+        self.provider.channels = [FakeChannel(104, "Local", url="file:///etc/passwd")]
+        status = self.sync(self.service([self.m3u()]))
+        self.assertEqual(status["last_sync"]["result"], "error")
+        self.assertIn("no streams whose URL scheme is in allowed_url_schemes (http, https); left out: file: 1",
+                      status["last_sync"]["error"])
 
     def test_groups_and_quality(self):
         """
@@ -967,9 +1059,11 @@ class ImportTests(SynchronousTestCase):
             f'#EXTINF:-1 tvg-id="c{i}" tvg-chno="{i + 1}",Channel {i}\nhttp://h/live/u/p/{i}.ts\n' for i in range(20000)
         )
         started = time.perf_counter()
-        self.assertEqual(import_entries(connection, parse_m3u(text), "a", "1", "main"), (20000, 0, 0))
+        result = import_entries(connection, parse_m3u(text), "a", "1", "main")
+        self.assertEqual((result.added, result.updated, result.unchanged), (20000, 0, 0))
         self.assertLess(time.perf_counter() - started, 10.0)
-        self.assertEqual(import_entries(connection, parse_m3u(text), "a", "1", "main"), (0, 0, 20000))
+        result = import_entries(connection, parse_m3u(text), "a", "1", "main")
+        self.assertEqual((result.added, result.updated, result.unchanged), (0, 0, 20000))
         channel = connection.execute('SELECT "Channel-id" FROM LiveStreams WHERE "TV-guide-id" = ? AND "Source" = ?',
                                      ("c7", "a")).fetchone()
         self.assertEqual(channel, (5,))

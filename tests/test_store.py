@@ -212,3 +212,99 @@ class ChannelStoreTests(TestCase):
         with self.assertRaises(StoreError):
             yield store.refresh()
         self.assertEqual(list(before.channels), ["1"])
+
+
+class SchemeAndLoadTests(TestCase):
+    """
+    Rows whose URLs may not be played, the known URLs for log masking, and
+    the first load.
+    """
+
+    @defer.inlineCallbacks
+    def test_disallowed_schemes_skipped_with_one_warning(self):
+        """
+        Rows with file://, concat: or a scheme not in allowed_url_schemes
+        are skipped (never candidates, so never given to ffmpeg) with one
+        warning for all of them, naming the first few and the key.
+        """
+        path = make_database(
+            os.path.abspath(self.mktemp()),
+            [row(1, "http://127.0.0.1:1/1.ts"), row(2, "file:///etc/passwd", name="Local")]
+            + [row(3, f"concat:/etc/passwd|/etc/x{n}", name=f"Concat {n}") for n in range(6)]
+            + [row(4, "rtmp://127.0.0.1/app/key", name="Rtmp")],
+        )
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = ChannelStore(path)
+        yield store.startService()
+        self.addCleanup(store.stopService)
+        self.assertEqual(list(store.catalog.channels), ["1"])
+        self.assertEqual(len(store.catalog.skipped), 8)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("Skipping 8 rows of", warnings[0])
+        self.assertIn("row 2 ('Local', file:)", warnings[0])
+        self.assertIn("and 3 more", warnings[0])
+        self.assertIn("allowed_url_schemes (http, https)", warnings[0])
+
+    @defer.inlineCallbacks
+    def test_other_schemes_when_allowed(self):
+        """
+        With rtmp in allowed_url_schemes, rtmp rows are candidates.
+        """
+        path = make_database(os.path.abspath(self.mktemp()), [row(4, "rtmp://127.0.0.1/app/key")])
+        store = ChannelStore(path, ("http", "https", "rtmp"))
+        yield store.startService()
+        self.addCleanup(store.stopService)
+        self.assertEqual(list(store.catalog.channels), ["4"])
+
+    @defer.inlineCallbacks
+    def test_known_urls(self):
+        """
+        Each load hands the stream URLs to the known-URL table that log
+        masking uses.
+        """
+        from streamproxy.urls import KnownUrls
+
+        known = KnownUrls()
+        url = "http://127.0.0.1:1/streams/alice-hunter2/1.ts"
+        path = make_database(os.path.abspath(self.mktemp()), [row(1, url)])
+        store = ChannelStore(path, known_urls=known)
+        yield store.startService()
+        self.addCleanup(store.stopService)
+        self.assertIn(url, known)
+
+    @defer.inlineCallbacks
+    def test_first_load(self):
+        """
+        ``loaded`` turns true when the first load finishes; waiters fire
+        then (at once afterwards); a failed first load says why.
+        """
+        path = make_database(os.path.abspath(self.mktemp()), [row(1, "http://127.0.0.1:1/1.ts")])
+        store = ChannelStore(path)
+        self.assertFalse(store.loaded)
+        waiting = store.when_loaded()
+        self.assertNoResult(waiting)
+        cancelled = store.when_loaded()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, defer.CancelledError)
+        yield store.startService()
+        self.addCleanup(store.stopService)
+        self.assertTrue(store.loaded)
+        catalog = self.successResultOf(waiting)
+        self.assertEqual(list(catalog.channels), ["1"])
+        self.assertIsNone(store.load_error)
+        self.successResultOf(store.when_loaded())
+
+        broken = os.path.abspath(self.mktemp())
+        with open(broken, "wb") as f:
+            f.write(b"garbage" * 1000)
+        store = ChannelStore(broken)
+        waiting = store.when_loaded()
+        yield store.startService()
+        self.addCleanup(store.stopService)
+        self.flushLoggedErrors()
+        self.successResultOf(waiting)
+        self.assertTrue(store.loaded)
+        self.assertIn("not an SQLite database", store.load_error)

@@ -22,6 +22,7 @@ from streamproxy.config import Config
 from streamproxy.hls import LivePlaylist
 from streamproxy.logs import LogBuffer, LogService
 from streamproxy.manager import UnknownChannel
+from streamproxy.urls import KNOWN_URLS
 from streamproxy.web import StreamProxyWeb
 
 from .helpers import candidate
@@ -33,12 +34,20 @@ NOW = 1_700_000_000.0
 
 class FakeStore:
     """
-    A store holding a fixed catalog; ``refresh`` rebuilds it.
+    A store holding a fixed catalog, loaded; ``refresh`` rebuilds it.
     """
 
     def __init__(self, candidates):
         self.catalog = Catalog.build(candidates)
         self.refreshes = 0
+        self.loaded = True
+        self.load_error = None
+
+    def when_loaded(self):
+        """
+        Loaded already.
+        """
+        return defer.succeed(self.catalog)
 
     def refresh(self):
         self.refreshes += 1
@@ -113,6 +122,8 @@ class FakeSession:
             "last_failover": self.failovers[-1] if self.failovers else None,
             "segments": 3,
             "media_sequence": 4,
+            "recent_buffering": [when for when, _ in self.attempt.buffer_events] if self.attempt else [],
+            "measured_kbps": self.playlist.bitrate_kbps(),
         }
 
 
@@ -154,13 +165,16 @@ class FakeManager:
         del self.sessions[channel_id]
         return defer.succeed(None)
 
-    def playlist(self, channel_id):
+    def playlist(self, channel_id, client=None):
         if channel_id not in self.store.catalog.channels:
             raise UnknownChannel(channel_id)
         return defer.succeed("#EXTM3U\n")
 
-    def segment_path(self, channel_id, name):
+    def segment_path(self, channel_id, name, touch=True, client=None):
         return None
+
+    def session(self, channel_id):
+        return self.sessions.get(channel_id)
 
 
 class FakeDVR:
@@ -184,6 +198,7 @@ class WebTestCase(TestCase):
     """
 
     password = None
+    allowed_hosts = ()
 
     def setUp(self):
         self.candidates = [
@@ -208,13 +223,14 @@ class WebTestCase(TestCase):
         The application under test, with the test's password setting.
         """
         return StreamProxyWeb(
-            Config(admin_password=self.password),
+            Config(admin_password=self.password, allowed_hosts=self.allowed_hosts),
             self.store,
             Ranking(("prov_a", "prov_b"), ()),
             self.manager,
             logs=self.buffer,
             dvr=dvr,
             reactor=self.clock,
+            own_names=("streambox", "streambox.local"),
         )
 
     @defer.inlineCallbacks
@@ -379,17 +395,11 @@ class StatusAPITests(WebTestCase):
     @defer.inlineCallbacks
     def test_bitrate_measured_from_segments(self):
         """
-        ffmpeg's HLS output reports no bitrate, so the status measures it
-        from the current stream's newest segment files.
+        The status shows the bitrate measured from the sizes and durations
+        of the channel's newest segments.
         """
-        folder = self.mktemp()
-        os.makedirs(folder)
-        self.session.folder = folder
         for index in range(2):
-            name = f"sx01_{index:05d}.ts"
-            with open(os.path.join(folder, name), "wb") as f:
-                f.write(b"\0" * 250_000)
-            self.session.playlist.add(name, 2.0)
+            self.session.playlist.add(f"sx01_{index:05d}.ts", 2.0, size=250_000)
         status = yield self.status()
         self.assertEqual(status["channels"][0]["measured_kbps"], 1000)
 
@@ -788,6 +798,8 @@ class CrossSiteTests(WebTestCase):
     themselves (same origin) go through.
     """
 
+    allowed_hosts = ("tv.local",)
+
     @defer.inlineCallbacks
     def check(self, method, path, headers, code):
         response, body = yield self.call(method, path, headers=headers)
@@ -943,3 +955,203 @@ class PasswordTests(WebTestCase):
         self.client = StubTreq(self.make_web().resource())
         response, _ = yield self.call("GET", "/api/status")
         self.assertEqual(response.code, 200)
+
+
+class HostTests(WebTestCase):
+    """
+    Pages, the API and management answer only under this machine's names
+    (DNS rebinding); playlists and streams answer under any name.
+    """
+
+    allowed_hosts = ("tv.example.lan",)
+    FOR_PEOPLE = PasswordTests.PROTECTED
+
+    @defer.inlineCallbacks
+    def test_foreign_names_are_refused(self):
+        """
+        Under a name that is not this machine's, every page, API and
+        management request is 403 with a line naming allowed_hosts, even
+        when Origin matches Host (what a rebinding page sends), and nothing
+        is done.
+        """
+        for host in ("attacker.example", "attacker.example:9090", "streambox.attacker.example",
+                     "127.0.0.1.attacker.example"):
+            for method, path in self.FOR_PEOPLE:
+                response, body = yield self.call(method, path, host=host,
+                                                 headers={"Origin": f"http://{host}"})
+                self.assertEqual(response.code, 403, (host, method, path, body))
+                self.assertIn("allowed_hosts", body)
+                if not path.startswith("/api/"):
+                    self.assertEqual(body.count("\n"), 1, body)
+        self.assertEqual((self.manager.stopped, self.manager.switched, self.store.refreshes), ([], [], 0))
+
+    @defer.inlineCallbacks
+    def test_this_machine_is_let_through(self):
+        """
+        IP addresses, localhost, the machine's own names and allowed_hosts
+        reach the API, whatever the case or a trailing dot.
+        """
+        for host in ("127.0.0.1:9090", "192.168.1.20", "[::1]:9090", "localhost:9090", "app.localhost",
+                     "streambox", "STREAMBOX.local:9090", "tv.example.lan", "TV.Example.Lan.:9090"):
+            response, body = yield self.call("GET", "/api/status", host=host)
+            self.assertEqual(response.code, 200, (host, body))
+
+    @defer.inlineCallbacks
+    def test_playlists_and_streams_under_any_name(self):
+        """
+        Channels DVR may use any name for this machine: playlists and
+        streams are served under it.
+        """
+        for path in ("/m3u/main.m3u", "/m3u/", "/channel/7/stream.m3u8"):
+            response, body = yield self.call("GET", path, host="whatever.example:9090")
+            self.assertEqual(response.code, 200, (path, body))
+        response, body = yield self.call("GET", "/m3u/main.m3u", host="whatever.example:9090")
+        self.assertIn("http://whatever.example:9090/channel/7/stream.m3u8", body)
+
+    @defer.inlineCallbacks
+    def test_malformed_headers_are_short_answers(self):
+        """
+        Without the edge in front (as here, through StubTreq; a malformed
+        Host is the edge's alone, Klein fails on it before any route) the
+        routes still answer Origin and Authorization values that are not
+        text with one short line, not a 500.
+        """
+        self.password = "pw"
+        self.client = StubTreq(self.make_web().resource())
+        response, body = yield self.call("GET", "/api/status", headers={"Authorization": b"Basic \xff\xfe"})
+        self.assertEqual(response.code, 401)
+        self.password = None
+        self.client = StubTreq(self.make_web().resource())
+        response, body = yield self.call("POST", "/stop/7", headers={"Origin": b"http://\xff.example"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("Origin header is not UTF-8", body)
+        self.assertEqual(self.manager.stopped, [])
+
+
+class FirstLoadTests(WebTestCase):
+    """
+    Before the first load of the table, a stream request is not told its
+    channel does not exist.
+    """
+
+    @defer.inlineCallbacks
+    def test_stream_before_the_first_load(self):
+        """
+        A stream of a channel not in the (still empty) table is 503 with
+        Retry-After while the first load runs, and 404 once it has.
+        """
+        self.store.catalog = Catalog.build([])
+        self.store.loaded = False
+        response, body = yield self.call("GET", "/channel/7/stream.m3u8")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["5"])
+        self.assertIn("still being loaded", body)
+        self.store.loaded = True
+        response, body = yield self.call("GET", "/channel/7/stream.m3u8")
+        self.assertEqual((response.code, body), (404, "No channel 7.\n"))
+
+    @defer.inlineCallbacks
+    def test_stream_after_a_failed_first_load(self):
+        """
+        When the first load failed and nothing was read since, it is 503
+        naming the database problem.
+        """
+        self.store.catalog = Catalog.build([])
+        self.store.load_error = "/x/streams.db: the database is locked by another program"
+        response, body = yield self.call("GET", "/channel/7/stream.m3u8")
+        self.assertEqual(response.code, 503)
+        self.assertIn("locked", body)
+
+
+class LeadingZeroTests(WebTestCase):
+    """
+    A channel number in a path may have leading zeros, as the README says.
+    """
+
+    @defer.inlineCallbacks
+    def test_stream_paths(self):
+        """
+        /channel/0007/stream.m3u8 is channel 7, /channel/07.10/... is 7.1;
+        the manager gets the canonical id.
+        """
+        asked = []
+        playlist = self.manager.playlist
+        self.manager.playlist = lambda channel_id, **kw: (asked.append(channel_id), playlist(channel_id))[1]
+        response, body = yield self.call("GET", "/channel/0007/stream.m3u8")
+        self.assertEqual(response.code, 200, body)
+        response, body = yield self.call("GET", "/channel/0501/stream.m3u8")
+        self.assertEqual((response.code, body), (404, "No channel 501.\n"))
+        yield self.call("GET", "/channel/07.10/stream.m3u8")
+        self.assertEqual(asked, ["7", "501", "7.1"])
+        segments = []
+        self.manager.segment_path = lambda channel_id, name, **kw: segments.append((channel_id, name))
+        yield self.call("GET", "/channel/007/sx01_00001.ts")
+        self.assertEqual(segments, [("7", "sx01_00001.ts")])
+
+
+class DisplayFormTests(WebTestCase):
+    """
+    Pages and the API show stream URLs in their display form, built from
+    the row; log lines and errors hold no URL the daemon knows.
+    """
+
+    def know(self, urls):
+        """
+        Put ``urls`` in the process-wide known URLs for this test.
+        """
+        saved = (KNOWN_URLS._current, KNOWN_URLS._previous, KNOWN_URLS._lengths)
+
+        def restore():
+            KNOWN_URLS._current, KNOWN_URLS._previous, KNOWN_URLS._lengths = saved
+
+        self.addCleanup(restore)
+        KNOWN_URLS.remember(urls)
+
+    @defer.inlineCallbacks
+    def test_channel_list_shows_display_forms(self):
+        """
+        Each candidate's URL is its display form: scheme, host, port, last
+        component and query names.
+        """
+        response, body = yield self.call("GET", "/api/channels")
+        channels = {c["channel_id"]: c for c in json.loads(body)["channels"]}
+        urls = {c["rowid"]: c["url"] for c in channels["7"]["candidates"] + channels["12"]["candidates"]}
+        self.assertEqual(urls, {
+            1: "http://b.example/7.ts",
+            2: "http://provider.example:8080/.../1001.ts",
+            3: "http://cdn.example/play.m3u8?username&password",
+        })
+
+    @defer.inlineCallbacks
+    def test_unrecognisable_forms_hidden_by_exact_match(self):
+        """
+        A stream URL whose account no pattern recognises is still hidden
+        in the log viewer, the status and a 500, because the daemon knows it.
+        """
+        odd = "http://cdn.example/streams/alice-hunter2/ch5/index.m3u8"
+        self.know([odd])
+        self.buffer.add({"log_format": "ffmpeg prov_a/1 (row 9): [warning] Opening '{u}' failed",
+                         "u": odd, "log_level": None})
+        _, body = yield self.call("GET", "/api/logs")
+        self.assertNotIn("hunter2", body)
+        self.assertIn("http://cdn.example/.../index.m3u8", body)
+        self.session.tried = [{"candidate": "prov_a/1 (row 9)", "reason": f"HTTP 403 on {odd}"}]
+        _, body = yield self.call("GET", "/api/status")
+        self.assertNotIn("hunter2", body)
+        self.manager.explode = ValueError(f"cannot open {odd}")
+        response, body = yield self.call("GET", "/api/status")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn("hunter2", body)
+        self.assertIn("http://cdn.example/.../index.m3u8", body)
+        self.flushLoggedErrors(ValueError)
+
+    @defer.inlineCallbacks
+    def test_500_text_masked_by_heuristics_too(self):
+        """
+        An error holding a URL the daemon never knew is masked as well.
+        """
+        self.manager.explode = ValueError("redirected to http://x.example/hls/bob/s3cretpw/index.m3u8")
+        response, body = yield self.call("GET", "/api/status")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn("s3cretpw", body)
+        self.flushLoggedErrors(ValueError)

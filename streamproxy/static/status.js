@@ -218,6 +218,8 @@ function renderProviders(answer) {
     ];
     for (const a of p.accounts || []) {
       const facts = [`${a.kind}`, `${a.rows} rows`, `connections ${limitText(a.in_use, a.limit)}`];
+      const refused = Object.values((a.skipped && a.skipped.scheme_not_allowed) || {}).reduce((x, y) => x + y, 0);
+      if (refused) facts.push(`${refused} streams left out (URL scheme not in allowed_url_schemes)`);
       if (a.xtream) {
         facts.push(`account ${a.xtream.status}`);
         facts.push(a.xtream.expires ? `expires ${new Date(a.xtream.expires * 1000).toLocaleDateString()}` : "no expiry");
