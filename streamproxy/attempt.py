@@ -44,6 +44,11 @@ STALL_SECONDS_HLS = 12.0
 QUIET_SECONDS_TS = 1.5
 QUIET_SECONDS_HLS = 7.0
 
+# With its successor ready alongside, a stream quiet this long is given up
+# before the full stall verdict: a viewer's buffer is only a few seconds.
+QUICK_STALL_SECONDS_TS = 2.5
+QUICK_STALL_SECONDS_HLS = 9.0
+
 # Media arriving slower than this fraction of real time, measured over at
 # least MIN_RATE_WINDOW_SECONDS, is a buffering event.
 SLOW_RATE = 0.8
@@ -377,6 +382,13 @@ class Attempt:
             self._stall.reset(stall)
         else:
             self._stall = self.reactor.callLater(stall, self._on_stall)
+
+    @property
+    def quick_stall_seconds(self):
+        """
+        How long a quiet stream lasts once its successor is ready.
+        """
+        return QUICK_STALL_SECONDS_HLS if self.is_hls else QUICK_STALL_SECONDS_TS
 
     @property
     def is_hls(self):

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.web import client as web_client
 
 from .channels import normalize_channel_id
+from .periodic import guarded
 
 log = Logger()
 
@@ -408,7 +409,7 @@ class DVRTracker(Service):
         self.events_state = OFF if self.url is None else "disconnected"
         self._event_count = 0
         self._polling = None
-        self._loop = LoopingCall(self.poll)
+        self._loop = LoopingCall(guarded(self.poll, "Polling Channels DVR"))
         self._loop.clock = reactor
         self._stream = None
         self._connecting = None

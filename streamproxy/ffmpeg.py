@@ -129,6 +129,11 @@ def ffmpeg_command(settings, url, encoding=Encoding()):
     argv += [
         "-f",
         "mpegts",
+        # One audio frame per PES (not ~0.3 s of them): at a splice, audio
+        # that would overlap the previous stream is dropped whole PES by
+        # whole PES, so this keeps the cut (and the gap) within one frame.
+        "-pes_payload_size",
+        "0",
         # Write each packet as it is muxed: the daemon cuts and fans out
         # the stream, and a buffered pipe would delay it.
         "-flush_packets",

@@ -19,6 +19,8 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .periodic import guarded
+
 log = Logger()
 
 # Seconds between two writes of pending health changes.
@@ -152,7 +154,7 @@ class HealthRecorder(Service, HealthListener):
         self._live = {}
         self._flushing = None
         self._write_error = None
-        self._loop = LoopingCall(self.flush)
+        self._loop = LoopingCall(guarded(self.flush, "Saving stream health"))
         self._loop.clock = reactor
 
     # Service.

@@ -64,6 +64,7 @@ class LivePlaylist:
         self.next_sequence = 0
         self.discontinuity_sequence = 0
         self._duration = 0.0
+        self._longest = {}
         self._text = None
 
     def __len__(self):
@@ -103,7 +104,14 @@ class LivePlaylist:
             self._duration -= old.duration
             if old.discontinuity:
                 self.discontinuity_sequence += 1
-            gone.append((old.name, old.duration + self._duration + RETENTION_MARGIN_SECONDS))
+            # At least the longest playlist that listed it (RFC 8216,
+            # 6.2.2), and no less than the playlist it leaves behind.
+            longest = max(self._longest.pop(old.name, 0.0), self._duration)
+            gone.append((old.name, old.duration + longest + RETENTION_MARGIN_SECONDS))
+        # RFC 8216 6.2.2 counts the longest playlist that listed a segment.
+        for segment in self.segments:
+            if self._longest.get(segment.name, 0.0) < self._duration:
+                self._longest[segment.name] = self._duration
         self._text = None
         return gone
 

@@ -28,9 +28,8 @@ _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Most entries one answer of the API carries.
 MAX_ENTRIES_PER_ANSWER = 2000
 
-# The session and the manager start their lines with "channel 7" or
-# "channel 7.1".
-_CHANNEL_IN_TEXT = re.compile(r"\bchannel (\d{1,9}(?:\.\d{1,4})?)\b")
+# What a channel id log field holds: "7" or "7.1".
+_CHANNEL_ID = re.compile(r"^\d{1,9}(?:\.\d{1,4})?$")
 
 # Event fields that may carry a channel id directly.
 _CHANNEL_FIELDS = ("channel_id", "channel")
@@ -62,18 +61,16 @@ def level_name(event):
 
 def channel_of(event, text):
     """
-    The channel id a log event is about, or None: an event field
-    ``channel_id`` (or ``channel``) when it looks like a channel number,
-    else ``channel N`` in the text.
+    The channel id a log event is about, or None: its field ``channel_id``
+    (or ``channel``) when that is a channel number.  Never read back out
+    of the text.
     """
     for key in _CHANNEL_FIELDS:
         value = event.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool):
-            match = _CHANNEL_IN_TEXT.match(f"channel {value}")
-            if match:
-                return match.group(1)
-    match = _CHANNEL_IN_TEXT.search(text)
-    return match.group(1) if match else None
+            if _CHANNEL_ID.match(str(value)):
+                return str(value)
+    return None
 
 
 def check_level(name):

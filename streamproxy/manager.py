@@ -192,7 +192,7 @@ class ChannelManager(MultiService):
             try:
                 session.check()
             except Exception:
-                log.failure("health check of channel {id}", id=session.channel_id)
+                log.failure("channel {channel_id}: health check", channel_id=session.channel_id)
 
     def _stop_unused(self):
         now = self.reactor.seconds()
@@ -210,7 +210,7 @@ class ChannelManager(MultiService):
                 if stop:
                     session.stop(reason)
             except Exception:
-                log.failure("inactivity check of channel {id}", id=session.channel_id)
+                log.failure("channel {channel_id}: inactivity check", channel_id=session.channel_id)
         # A stream may become idle while a tune waits for its source.  A
         # shortage is remembered as long as a tune may wait for a slot.
         if not self.slots.waiting():
@@ -263,7 +263,7 @@ class ChannelManager(MultiService):
                 if stop and (best is None or idle > best[0]):
                     best = (idle, session, reason, attempt.candidate.source)
             except Exception:
-                log.failure("slot takeover check of channel {id}", id=session.channel_id)
+                log.failure("channel {channel_id}: slot takeover check", channel_id=session.channel_id)
         if best is not None:
             _, session, reason, source = best
             self._making_room.add(session)

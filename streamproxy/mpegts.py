@@ -288,6 +288,7 @@ class TSReader:
     def __init__(self):
         self._rest = b""
         self._open = None
+        self._open_pid = None
         self.pmt_pid = None
         self.streams = {}
         self.skipped = 0
@@ -308,6 +309,7 @@ class TSReader:
         units = []
         pending = self._open
         pieces = None if pending is None else [pending]
+        open_pid = self._open_pid
         psi_pids = (PAT_PID, SDT_PID, self.pmt_pid)
         end = start if self._hunting else start + (size - start) // PACKET_SIZE * PACKET_SIZE
         offset = start
@@ -328,7 +330,10 @@ class TSReader:
                     run_start = None
                 offset += PACKET_SIZE
                 continue
-            if b1 & 0x40 or pid in psi_pids:
+            if b1 & 0x40 or (pid in psi_pids and pid != open_pid):
+                # (A table's later packets, without the start flag, continue
+                # its unit: a PMT listing many streams spans packets.)
+                open_pid = pid
                 if pieces is not None:
                     if run_start is not None:
                         pieces.append(buf[run_start:offset])
@@ -349,6 +354,7 @@ class TSReader:
         if pieces is not None and run_start is not None:
             pieces.append(buf[run_start:end])
         self._open = bytearray().join(pieces) if pieces else None
+        self._open_pid = open_pid if self._open is not None else None
         self._rest = bytes(buf[end:])
         return units
 

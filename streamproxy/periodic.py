@@ -14,11 +14,11 @@ from twisted.logger import Logger
 log = Logger()
 
 
-def periodic(step, function, description, reactor=None):
+def guarded(function, description):
     """
-    A ``TimerService`` calling ``function()`` every ``step`` seconds (first
-    at once); a failure is logged as "``description`` failed" and the job
-    goes on.
+    ``function`` made safe to run from a loop: its failures, raised or in
+    the Deferred it returns, are logged as "``description`` failed" and
+    never reach the loop.
     """
 
     def run():
@@ -26,6 +26,14 @@ def periodic(step, function, description, reactor=None):
         d.addErrback(lambda failure: log.failure("{description} failed", failure, description=description))
         return d
 
-    service = TimerService(step, run)
+    return run
+
+
+def periodic(step, function, description, reactor=None):
+    """
+    A ``TimerService`` calling ``function()`` every ``step`` seconds (first
+    at once), :func:`guarded`, so the job goes on after a failure.
+    """
+    service = TimerService(step, guarded(function, description))
     service.clock = reactor
     return service

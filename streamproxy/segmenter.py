@@ -50,6 +50,8 @@ class CutPolicy:
         """
         if mark not in (ACCESS, FRAME):
             return False
+        # Durations are differences of float seconds: allow for rounding.
+        duration += 1e-6
         if index == 0 and duration >= self.first:
             return True
         if duration + frame > self.target + TOLERANCE_SECONDS:

@@ -186,6 +186,7 @@ class ChannelSession(AttemptOwner):
         self._kept_for = None
         self._slot_wait = None
         self._slot_timer = None
+        self._quick_check = None
         self._retry_call = None
         self._deletions = []
         self._endings = []
@@ -502,6 +503,8 @@ class ChannelSession(AttemptOwner):
         return False
 
     def _drop_standby(self, why):
+        if self._quick_check is not None and self._quick_check.active():
+            self._quick_check.cancel()
         standby, self.standby, self._standby_for = self.standby, None, None
         if standby is not None:
             self._log("info", "dropping {candidate}, started alongside: {why}", candidate=standby.candidate.label, why=why)
@@ -526,6 +529,8 @@ class ChannelSession(AttemptOwner):
             self._go_live(attempt)
         elif attempt is self.standby and self._standby_for == "switch":
             self._splice_to_standby("switched by request")
+        elif attempt is self.standby:
+            self._switch_if_still_quiet()
 
     def attempt_media(self, attempt, units):
         if attempt is not self.attempt:
@@ -539,7 +544,23 @@ class ChannelSession(AttemptOwner):
             return
         # Give the viewers what has arrived, and get the next stream going.
         self._publish(self.segmenter.flush())
-        self._start_standby("quiet")
+        if self._start_standby("quiet"):
+            wait = attempt.quick_stall_seconds - (self.reactor.seconds() - attempt.last_media_at)
+            self._quick_check = self.reactor.callLater(max(0.0, wait), self._switch_if_still_quiet)
+
+    def _switch_if_still_quiet(self):
+        """
+        With the next stream ready alongside, a stream quiet for its
+        quick-stall time is given up without waiting for the full stall
+        verdict: the viewers' buffers are short.
+        """
+        current, standby = self.attempt, self.standby
+        if current is None or standby is None or self._standby_for != "quiet":
+            return
+        quiet = self.reactor.seconds() - (current.last_media_at or current.started_at)
+        if standby.phase is Phase.READY and current.phase is Phase.LIVE and quiet >= current.quick_stall_seconds:
+            self._attempt_failed(current, f"stalled: no new media for {quiet:.1f} s "
+                                          f"({standby.candidate.label} was ready)")
 
     def attempt_failed(self, attempt, reason):
         if attempt is self.standby:
@@ -587,10 +608,13 @@ class ChannelSession(AttemptOwner):
         if self.live_since is None:
             self.live_since = now
         self._tell("stream_started", attempt.candidate)
-        began = self.failovers[-1]["at"] if previous is not S.STARTING and self.failovers else self.started_at
+        switch = self.failovers[-1] if previous is not S.STARTING and self.failovers else None
+        began = switch["at"] if switch else self.started_at
         self._log("info", "live on {candidate} after {took:.1f} s", candidate=attempt.candidate.label, took=now - began)
-        if previous is not S.STARTING and self.failovers:
-            self.failovers[-1]["gap"] = round(now - began, 2)
+        if switch is not None:
+            # Wall time from the old stream's last media to the new one's.
+            until = switch.get("media_until")
+            switch["gap"] = round(now - (switch["at"] if until is None else until), 2)
         self._media(units)
 
     def _splice_to_standby(self, reason):
@@ -601,7 +625,8 @@ class ChannelSession(AttemptOwner):
         old, new = self.attempt, self.standby
         self.standby, self._standby_for = None, None
         now = self.reactor.seconds()
-        self.failovers.append({"at": now, "from": old.candidate.label, "reason": reason, "gap": 0.0})
+        self.failovers.append({"at": now, "from": old.candidate.label, "reason": reason, "gap": None,
+                               "media_until": old.last_media_at})
         self._tell("stream_stopped", old.candidate, now - (old.live_at or now))
         self._log("info", "{old} replaced by {new}: {reason}", old=old.candidate.label, new=new.candidate.label,
                   reason=reason)
@@ -649,7 +674,8 @@ class ChannelSession(AttemptOwner):
             # A switch with nowhere else to go now restarts this stream.
             self.tried = {}
         if was_live:
-            self.failovers.append({"at": now, "from": candidate.label, "reason": reason, "gap": None})
+            self.failovers.append({"at": now, "from": candidate.label, "reason": reason, "gap": None,
+                                   "media_until": attempt.last_media_at})
             self._move(S.SWITCHING)
             self._publish(self.segmenter.flush())
         standby, self.standby, self._standby_for = self.standby, None, None
@@ -806,6 +832,8 @@ class ChannelSession(AttemptOwner):
 
     def _shut(self, error):
         self._cancel_slot_wait()
+        if self._quick_check is not None and self._quick_check.active():
+            self._quick_check.cancel()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         for call in self._deletions:

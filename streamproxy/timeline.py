@@ -217,9 +217,9 @@ class Timeline:
         pat = next((u for u in held if u.kind == PAT), None)
         pmt = next((u for u in held if u.kind == PMT), None)
         if pat is not None:
-            self._pat = bytearray(pat.data[: mpegts.PACKET_SIZE])
+            self._pat = bytearray(pat.data)
         if pmt is not None:
-            self._pmt = bytearray(pmt.data[: mpegts.PACKET_SIZE])
+            self._pmt = bytearray(pmt.data)
         if self._pmt is not None:
             # Also when the stored PMT stands in for a new source's own.
             mpegts.set_section_version(self._pmt, 0, self._version)
@@ -231,9 +231,9 @@ class Timeline:
         for unit in held:
             if unit.kind == PMT:
                 mpegts.set_section_version(unit.data, 0, self._version)
-                self._pmt = bytearray(unit.data[: mpegts.PACKET_SIZE])
+                self._pmt = bytearray(unit.data)
             elif unit.kind == PAT:
-                self._pat = bytearray(unit.data[: mpegts.PACKET_SIZE])
+                self._pat = bytearray(unit.data)
             self._rewrite_packets(unit.data)
             out += unit.data
         return [Piece(bytes(out), source=self.source)]

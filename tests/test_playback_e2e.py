@@ -232,6 +232,7 @@ class PlaybackRulesTests(StreamingTestCase):
         for stream, times in by_stream.items():
             steps = [b - a for a, b in zip(times, times[1:])]
             self.assertGreater(min(steps), 0, f"stream {stream}: a timestamp went back")
-            self.assertLess(max(steps), 1.0, f"stream {stream}: a timestamp jumped")
+            # Within a few frames: no hole a player would stall on.
+            self.assertLess(max(steps), 0.12, f"stream {stream}: a timestamp jumped")
         media_seconds = by_stream[0][-1] - by_stream[0][0]
         self.assertGreater(media_seconds, 25)

@@ -12,7 +12,7 @@ import random
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from streamproxy.attempt import QUIET_SECONDS_TS, STALL_SECONDS_TS
+from streamproxy.attempt import QUICK_STALL_SECONDS_TS, QUIET_SECONDS_TS, STALL_SECONDS_TS
 from streamproxy.channels import Catalog, Ranking
 from streamproxy.config import parse_config
 from streamproxy.manager import ChannelManager, UnknownChannel
@@ -422,8 +422,9 @@ class FailoverTests(Harness):
     def test_quiet_stream_gets_its_successor_started_alongside(self):
         """
         A stream quiet for QUIET_SECONDS_TS gets the next candidate started
-        on a spare slot; at the stall verdict the channel goes over to it at
-        once (no gap), and the slots are the two streams' own.
+        on a spare slot; once that one is ready the channel goes over to it
+        at QUICK_STALL_SECONDS_TS of quiet, before the full stall verdict,
+        and the slots are the two streams' own.
         """
         session = self.live_channel()
         self.assertEqual(self.in_use(), {"a": 1})
@@ -434,12 +435,16 @@ class FailoverTests(Harness):
         self.assertEqual(self.in_use(), {"a": 1, "b": 1})
         self.go_live(standby)
         self.assertEqual(session.status()["current"]["source"], "a")
-        self.reactor.advance(STALL_SECONDS_TS - QUIET_SECONDS_TS)
+        self.reactor.advance(QUICK_STALL_SECONDS_TS - QUIET_SECONDS_TS - 0.2)
+        self.assertFalse(self.ffmpeg.exited)
+        self.reactor.advance(0.2)
+        self.assertLess(QUICK_STALL_SECONDS_TS, STALL_SECONDS_TS)
         self.assertTrue(self.ffmpeg.exited)
         self.assertEqual(session.state, ChannelState.LIVE)
         self.assertEqual(session.status()["current"]["source"], "b")
         self.assertEqual(self.in_use(), {"b": 1})
-        self.assertLess(session.failovers[-1]["gap"], 0.01)
+        self.assertIn("was ready", session.failovers[-1]["reason"])
+        self.assertLessEqual(abs(session.failovers[-1]["gap"] - QUICK_STALL_SECONDS_TS), 0.11)
 
     def test_stream_that_delivers_again_drops_its_successor(self):
         """

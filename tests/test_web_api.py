@@ -566,7 +566,7 @@ class LogsAPITests(WebTestCase):
         with ``after`` gives only newer ones, and ``last`` is the newest
         line number.
         """
-        self.log.info("channel {id}: starting", id="7")
+        self.log.info("channel {channel_id}: starting", channel_id="7")
         self.log.warn("something odd")
         body = yield self.fetch_logs()
         self.assertEqual([line["text"] for line in body["lines"]], ["channel 7: starting", "something odd"])
@@ -577,10 +577,12 @@ class LogsAPITests(WebTestCase):
         )
         self.assertIsInstance(first["time"], float)
         self.assertEqual(body["last"], 2)
-        self.log.error("channel 12.1: unavailable")
+        self.log.error("channel {channel_id}: unavailable", channel_id="12.1")
+        self.log.error("a text naming channel 3 but no field")
         body = yield self.fetch_logs("?after=2")
-        self.assertEqual([line["seq"] for line in body["lines"]], [3])
+        self.assertEqual([line["seq"] for line in body["lines"]], [3, 4])
         self.assertEqual(body["lines"][0]["channel"], "12.1")
+        self.assertIsNone(body["lines"][1]["channel"], "the channel is a field, not read from text")
         self.assertEqual(body["channels"], ["7", "12.1"])
 
     @defer.inlineCallbacks
@@ -600,10 +602,10 @@ class LogsAPITests(WebTestCase):
         ``level`` keeps that level and worse; ``channel`` keeps the lines
         about that channel (``007`` is channel 7).
         """
-        self.log.info("channel 7: trying prov_a")
-        self.log.warn("channel 7: prov_a failed")
-        self.log.warn("channel 9: prov_b failed")
-        self.log.debug("channel 7: detail")
+        self.log.info("channel {channel_id}: trying prov_a", channel_id="7")
+        self.log.warn("channel {channel_id}: prov_a failed", channel_id="7")
+        self.log.warn("channel {channel_id}: prov_b failed", channel_id="9")
+        self.log.debug("channel {channel_id}: detail", channel_id="7")
         body = yield self.fetch_logs("?level=warn")
         self.assertEqual([line["seq"] for line in body["lines"]], [2, 3])
         body = yield self.fetch_logs("?channel=007")

@@ -147,6 +147,7 @@ class Muxer:
         self.cc = {}
 
     def _next_cc(self, pid):
+        # Counters start at 0 per PID, as ffmpeg's do.
         self.cc[pid] = (self.cc.get(pid, -1) + 1) & 0x0F
         return self.cc[pid]
 
@@ -251,7 +252,9 @@ class Spec:
     ``bframes`` reorders frames as I P B B; ``psi_every`` repeats PAT/PMT
     every that many frames between keyframes too (ffmpeg 5.1 does every
     0.1 s); ``pcr_only`` adds a PCR-only packet after each audio PES;
-    ``sdt`` writes an SDT first; ``rng`` varies frame sizes.
+    ``sdt`` writes an SDT first; keyframes carry ``key_size`` bytes and
+    other frames ``frame_size`` (varied by ``rng`` when given); frames are
+    numbered from ``first_frame``.
     """
 
     seconds: float = 2.0

@@ -50,6 +50,11 @@ _RECIPES = {
         "-b:v", "400k", "-maxrate", "400k", "-bufsize", "400k",
         "-x264-params", "nal-hrd=cbr", *_AAC],
     "audio": _AUDIO_IN + ["-map", "0:a", *_AAC],
+    # What a provider's HD channel weighs: 720p at 5 Mbit/s (for benches).
+    "hd": ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"] + _AUDIO_IN + ["-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *_GOP,
+        "-b:v", "5M", "-maxrate", "5M", "-bufsize", "5M",
+        "-x264-params", "nal-hrd=cbr", "-c:a", "aac", "-b:a", "128k", "-ac", "2"],
     # A codec browsers/HLS players can't take: forces the proxy to transcode.
     "mpeg2": _VIDEO_IN + _AUDIO_IN + ["-map", "0:v", "-map", "1:a",
         "-c:v", "mpeg2video", "-pix_fmt", "yuv420p", *_GOP,
