@@ -201,7 +201,9 @@ class BrowserTests(StreamingTestCase):
         marker = f"browser-marker-{os.getpid()}"
 
         def log_marker():
-            log.warn("channel 3: {marker} from {url}", marker=marker, url="http://u:topsecret@example.com/live/u/topsecret/3.ts")
+            # The channel travels as a log field, as the daemon's own lines carry it.
+            log.warn("channel {channel_id}: {marker} from {url}", channel_id="3", marker=marker,
+                     url="http://u:topsecret@example.com/live/u/topsecret/3.ts")
 
         def scenario(browser):
             page = browser.new_page(viewport=DESKTOP)
