@@ -90,6 +90,9 @@ class ChannelIndex:
         self.by_name = {}
         self.used = set()
         self.highest = 0
+        # The last name normalized: planning looks a stream's name up and
+        # then records it, and normalizing is the costly part of both.
+        self._last = ("", "")
 
     @classmethod
     def from_rows(cls, rows):
@@ -120,9 +123,14 @@ class ChannelIndex:
         if guide_id:
             self.by_guide.setdefault(str(guide_id).strip(), channel_id)
         for name in names:
-            normalized = normalize_name(str(name)) if name else ""
+            normalized = self._normalized(str(name)) if name else ""
             if normalized:
                 self.by_name.setdefault(normalized, channel_id)
+
+    def _normalized(self, name):
+        if self._last[0] != name:
+            self._last = (name, normalize_name(name))
+        return self._last[1]
 
     def find(self, guide_id, name):
         """
@@ -133,7 +141,7 @@ class ChannelIndex:
             found = self.by_guide.get(guide_id)
             if found is not None:
                 return found, BY_GUIDE_ID
-        normalized = normalize_name(name)
+        normalized = self._normalized(name) if name else ""
         if normalized:
             found = self.by_name.get(normalized)
             if found is not None:

@@ -270,7 +270,6 @@ def import_rows(connection, entries, source, quality, playlist, batch_rows=BATCH
 
     :return: ``(added, updated, unchanged)``.
     """
-    index = read_index(connection)
     owned = {}
     select = f'SELECT rowid, "Channel-id", {_QUOTED_SYNCED} FROM {TABLE} WHERE "Source" = ? ORDER BY rowid'
     for line in connection.execute(select, (source,)):
@@ -281,6 +280,12 @@ def import_rows(connection, entries, source, quality, playlist, batch_rows=BATCH
         except ValueError:
             continue
         owned.setdefault("url:" + values[_URL_POSITION], OwnedRow(rowid, channel, values))
+    # The channel index (every row's names normalized) is only needed for
+    # streams without a row yet; importing a file again needs none.
+    if any(entry.key not in owned for entry in entries):
+        index = read_index(connection)
+    else:
+        index = ChannelIndex()
     plan = plan_sync(entries, owned, index, source, quality, playlist, remove_missing=False)
     total = len(plan.inserts) + len(plan.updates)
 
