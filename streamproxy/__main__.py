@@ -56,11 +56,18 @@ def _import_m3u(arguments, out, err):
         if progress is not None:
             progress.clear()
     print(
-        f"{arguments.file}: {result.added} streams added, {result.updated} updated in {db_path} "
+        f"{arguments.file}: {result.added} streams added, {result.updated} updated, "
+        f"{result.unchanged} unchanged in {db_path} "
         f"(source {arguments.source!r}, quality {arguments.quality!r}, playlist {m3u!r}). "
         f"Reload a running daemon with GET /refresh_db_cache.",
         file=out,
     )
+    if result.duplicates:
+        print(
+            f"{arguments.file}: {result.duplicates} entries left out: the playlist lists their URL "
+            f"earlier (the first listing is the one imported).",
+            file=out,
+        )
     if result.skipped:
         kinds = ", ".join(f"{scheme}: {count}" for scheme, count in sorted(result.skipped.items()))
         print(

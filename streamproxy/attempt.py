@@ -191,7 +191,9 @@ class Attempt:
         Validate with ffprobe alongside ffmpeg when the source has room for
         a second connection; otherwise ffmpeg's own stream report decides.
         """
-        self._probe_slot = self.slots.acquire(self.candidate.source, f"channel {self.channel_id} probe")
+        self._probe_slot = self.slots.acquire(
+            self.candidate.source, f"channel {self.channel_id} probe", account=self.candidate.account
+        )
         if self._probe_slot is None:
             return
         try:

@@ -118,6 +118,10 @@ class Candidate:
     last_checked: str = ""
     uptime: int = 0
     downtime: int = 0
+    # The provider account that owns this row (see streamproxy.providers),
+    # or None for a row no provider owns.  Slots are counted per account as
+    # well as per source, so pooled accounts each stay within their limit.
+    account: str | None = None
 
     @property
     def display_name(self):
@@ -151,9 +155,10 @@ class DisallowedScheme(BadRow):
     """
 
 
-def candidate_from_row(rowid, row, allowed_schemes=DEFAULT_SCHEMES):
+def candidate_from_row(rowid, row, allowed_schemes=DEFAULT_SCHEMES, account=None):
     """
-    Build a :class:`Candidate` from a database row mapping column name to value.
+    Build a :class:`Candidate` from a database row mapping column name to
+    value; ``account`` names the provider account owning the row, if any.
 
     Only stream URLs whose scheme is one of ``allowed_schemes``
     (``allowed_url_schemes``) are taken.
@@ -191,6 +196,7 @@ def candidate_from_row(rowid, row, allowed_schemes=DEFAULT_SCHEMES):
         last_checked=_text(row.get("Last-checked-time")),
         uptime=_seconds(row.get("Uptime")),
         downtime=_seconds(row.get("Downtime")),
+        account=account,
     )
 
 
@@ -267,11 +273,16 @@ class Catalog:
     skipped: tuple = ()
     channels: dict = field(default_factory=dict)
     playlists: dict = field(default_factory=dict)
+    # {rowid: ProviderOwner} for rows a provider sync owns (empty without
+    # providers): which provider and account, and how the row's channel
+    # was matched, for /api/channels.
+    owners: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, candidates, skipped=()):
+    def build(cls, candidates, skipped=(), owners=None):
         """
-        Group ``candidates`` (in table order) by channel id and playlist name.
+        Group ``candidates`` (in table order) by channel id and playlist name;
+        ``owners`` maps the row ids of provider-owned rows to their owner.
         """
         channels = {}
         playlists = {}
@@ -289,6 +300,7 @@ class Catalog:
                 name: {k: tuple(members[k]) for k in sorted(members, key=channel_sort_key)}
                 for name, members in playlists.items()
             },
+            owners=dict(owners or {}),
         )
 
     def find_playlist(self, name):

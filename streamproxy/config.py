@@ -24,6 +24,55 @@ class ConfigError(Exception):
     """
 
 
+# Hours between syncs of a provider when its entry does not say.
+DEFAULT_REFRESH_HOURS = 24.0
+
+PROVIDER_KEYS = (
+    "name", "account", "m3u_url", "xtream", "max_streams", "quality", "playlist", "refresh_hours", "groups",
+)
+XTREAM_KEYS = ("url", "username", "password")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """
+    One provider account of ``providers:``.  ``name`` is the ``Source`` of
+    its rows; ``account`` tells apart several accounts sharing a name
+    (``<name>#<n>`` by default, n counting accounts of that name from 1).
+    Exactly one of ``m3u_url`` and ``xtream_url`` is set.  The URL, user
+    name and password never appear in a repr (nor anywhere shown).
+    """
+
+    name: str
+    account: str
+    m3u_url: str | None = field(default=None, repr=False)
+    xtream_url: str | None = field(default=None, repr=False)
+    xtream_username: str | None = field(default=None, repr=False)
+    xtream_password: str | None = field(default=None, repr=False)
+    max_streams: int | None = None
+    quality: str = "1"
+    playlist: str = ""
+    refresh_hours: float = DEFAULT_REFRESH_HOURS
+    groups: tuple = ()
+
+    @property
+    def kind(self):
+        """
+        ``m3u`` or ``xtream``.
+        """
+        return "xtream" if self.xtream_url else "m3u"
+
+    def secrets(self):
+        """
+        The values that must never be shown: the URLs and credentials.
+        """
+        return tuple(
+            value
+            for value in (self.m3u_url, self.xtream_username, self.xtream_password)
+            if value
+        )
+
+
 def _default_segment_dir():
     return os.path.join(tempfile.gettempdir(), "streamproxy")
 
@@ -59,6 +108,7 @@ class Config:
     stream_format: str = "hls"
     allowed_url_schemes: tuple = DEFAULT_SCHEMES
     allowed_hosts: tuple = ()
+    providers: tuple = ()
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -183,6 +233,8 @@ def _check_key(key, value, base_dir):
                 )
             limits[str(source).strip()] = limit
         return limits
+    if key == "providers":
+        return _check_providers(value)
     if key == "allowed_url_schemes":
         if not isinstance(value, list) or not value:
             fail(f"must be a list of URL schemes such as [http, https], not {_type_name(value)} ({value!r})")
@@ -212,6 +264,100 @@ def _check_key(key, value, base_dir):
                 fail(f"{item!r} {e}")
         return tuple(hosts)
     raise AssertionError(f"no check for key {key}")  # pragma: no cover
+
+
+def _http_url(value, where, example):
+    if not isinstance(value, str) or not value.strip().lower().startswith(("http://", "https://")):
+        shown = "text" if isinstance(value, str) else _type_name(value)
+        raise ConfigError(f"{where}: must be an http:// or https:// URL such as {example}, not {shown}")
+    return value.strip()
+
+
+def _unknown(where, key, known):
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _check_provider(entry, where, counts):
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a mapping (name:, m3u_url: or xtream:, ...), not {_type_name(entry)}")
+    for key in entry:
+        if key not in PROVIDER_KEYS:
+            raise _unknown(where, key, PROVIDER_KEYS)
+    name = entry.get("name")
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}.name: must be the provider's name (its rows' Source), not {_type_name(name)}")
+    name = name.strip()
+    counts[name] = counts.get(name, 0) + 1
+    account = entry.get("account")
+    if account is None:
+        account = f"{name}#{counts[name]}"
+    elif not isinstance(account, (str, int)) or isinstance(account, bool) or not str(account).strip():
+        raise ConfigError(f"{where}.account: must be a label for this account, not {_type_name(account)}")
+    values = {"name": name, "account": str(account).strip()}
+    has_m3u, has_xtream = "m3u_url" in entry, "xtream" in entry
+    if has_m3u == has_xtream:
+        raise ConfigError(f"{where}: give either m3u_url or xtream (url, username, password), not {'both' if has_m3u else 'neither'}")
+    if has_m3u:
+        values["m3u_url"] = _http_url(entry["m3u_url"], f"{where}.m3u_url", "http://provider.example/get.php?...")
+    else:
+        xtream = entry["xtream"]
+        if not isinstance(xtream, dict):
+            raise ConfigError(f"{where}.xtream: must be a mapping with url, username and password, not {_type_name(xtream)}")
+        for key in xtream:
+            if key not in XTREAM_KEYS:
+                raise _unknown(f"{where}.xtream", key, XTREAM_KEYS)
+        values["xtream_url"] = _http_url(xtream.get("url"), f"{where}.xtream.url", "http://provider.example:8080")
+        for key in ("username", "password"):
+            value = xtream.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}.xtream.{key}: must be text, not {_type_name(value)}")
+            values[f"xtream_{key}"] = value
+    if entry.get("max_streams") is not None:
+        limit = entry["max_streams"]
+        if not _is_whole(limit) or limit < 0:
+            raise ConfigError(f"{where}.max_streams: must be a whole number of streams (0 or more), not {limit!r}")
+        values["max_streams"] = limit
+    for key, default in (("quality", "1"), ("playlist", name)):
+        value = entry.get(key, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}.{key}: must be text, not {_type_name(value)}")
+        values[key] = value.strip()
+    if "refresh_hours" in entry:
+        hours = entry["refresh_hours"]
+        if not _is_number(hours) or hours <= 0:
+            raise ConfigError(f"{where}.refresh_hours: must be a number of hours above 0, not {hours!r}")
+        values["refresh_hours"] = float(hours)
+    groups = entry.get("groups")
+    if groups is not None:
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
+            raise ConfigError(f"{where}.groups: must be a list of group titles, not {_type_name(groups)}")
+        values["groups"] = tuple(g.strip() for g in groups)
+    return ProviderConfig(**values)
+
+
+def _check_providers(value):
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"providers: must be a list of provider accounts, not {_type_name(value)}")
+    counts = {}
+    providers = []
+    accounts = set()
+    for index, entry in enumerate(value):
+        provider = _check_provider(entry, f"providers[{index}]", counts)
+        if provider.account in accounts:
+            raise ConfigError(f"providers[{index}].account: '{provider.account}' is used by another entry")
+        accounts.add(provider.account)
+        providers.append(provider)
+    return tuple(providers)
 
 
 def parse_config(data, base_dir=".", name="config"):

@@ -66,6 +66,18 @@ def display_state(entry, now):
     return state
 
 
+def _owner(owner):
+    """
+    Which provider account owns a row and how its channel was matched
+    (``tv-guide-id``, ``name``, ``remembered``, ``provider-number``,
+    ``next-free``), or None for a row no provider owns.
+    """
+    if owner is None:
+        return None
+    provider, account, matched = owner
+    return {"name": provider, "account": account, "matched": matched}
+
+
 class Dashboard:
     """
     Builds the ``/api/status`` and ``/api/channels`` answers.
@@ -173,6 +185,7 @@ class Dashboard:
                             else None
                         ),
                         "playing": candidate.rowid == playing,
+                        "provider": _owner(catalog.owners.get(candidate.rowid)),
                     }
                 )
             first = candidates[0]

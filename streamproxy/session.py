@@ -181,7 +181,9 @@ class ChannelSession(AttemptOwner):
         self._waiters = []
         self._kept_slot = None
         self._kept_pending = None
-        self._kept_source = None
+        # (source, account) of the kept slot: a connection of one provider
+        # account serves only candidates of that account.
+        self._kept_for = None
         self._slot_wait = None
         self._slot_timer = None
         self._quick_check = None
@@ -341,29 +343,50 @@ class ChannelSession(AttemptOwner):
             self._round_exhausted()
             return
         for candidate in remaining:
-            if self._kept_source == candidate.source:
+            if self._kept_for == (candidate.source, candidate.account):
                 if self._kept_slot is None:
                     return  # the old ffmpeg is exiting; its slot comes next
-                slot, self._kept_slot, self._kept_source = self._kept_slot, None, None
+                slot, self._kept_slot, self._kept_for = self._kept_slot, None, None
             else:
-                slot = self.slots.acquire(candidate.source, f"channel {self.channel_id}")
+                slot = self.slots.acquire(
+                    candidate.source, f"channel {self.channel_id}", account=candidate.account
+                )
                 if slot is None:
                     continue
             self._cancel_slot_wait()
             self._launch(candidate, slot, Encoding())
             return
+        if self._kept_for is not None and self._kept_blocks_own_source(remaining):
+            # The kept connection is another account's of a source the
+            # remaining candidates need: holding it could be what keeps that
+            # source full, so it goes back and they ask for slots of their own.
+            self._release_kept_slot()
+            self._next_candidate()
+            return
         self._wait_for_slot(remaining)
+
+    def _kept_blocks_own_source(self, remaining):
+        """
+        Whether no candidate in ``remaining`` can use the kept slot (another
+        account's) while some of them need a slot of its source.
+        """
+        source, account = self._kept_for
+        pairs = {(c.source, c.account) for c in remaining}
+        return (source, account) not in pairs and any(s == source for s, _ in pairs)
 
     def _wait_for_slot(self, remaining):
         if self._slot_wait is not None:
             return
         sources = sorted({c.source for c in remaining})
+        accounts = sorted({c.account for c in remaining if c.account is not None})
         self._log(
             "info",
             "every candidate's source is full ({sources}); waiting for a free slot",
-            sources=self._describe_usage(sources),
+            sources=self._describe_usage(sources, accounts),
         )
-        self._slot_wait = self.slots.wait_for_room(sources)
+        self._slot_wait = self.slots.wait_for_room(
+            sources, accounts={(c.source, c.account) for c in remaining}
+        )
 
         def room(_):
             self._slot_wait = None
@@ -374,15 +397,15 @@ class ChannelSession(AttemptOwner):
                                                          channel_id=self.channel_id))
         if self._slot_timer is None:
             self._slot_timer = self.reactor.callLater(
-                self.settings.stream_start_timeout, self._slot_timeout, sources
+                self.settings.stream_start_timeout, self._slot_timeout, sources, accounts
             )
 
-    def _slot_timeout(self, sources):
+    def _slot_timeout(self, sources, accounts=()):
         self._slot_timer = None
         self._cancel_slot_wait()
         reason = (
             f"no free connection within {self.settings.stream_start_timeout:g} s: "
-            f"source(s) full: {self._describe_usage(sources)}"
+            f"source(s) full: {self._describe_usage(sources, accounts)}"
         )
         if self.state is S.STARTING:
             self._fail_channel(reason)
@@ -399,13 +422,20 @@ class ChannelSession(AttemptOwner):
                 self._slot_timer.cancel()
             self._slot_timer = None
 
-    def _describe_usage(self, sources):
+    def _describe_usage(self, sources, accounts=()):
         usage = self.slots.usage(sources)
-        return ", ".join(
+        described = ", ".join(
             f"{source} {used}/{limit if limit is not None else 'unlimited'}"
             for source, (used, limit) in usage.items()
             if source in sources
         )
+        # Provider accounts with limits of their own (pooled accounts).
+        limited = [
+            f"{account} {used}/{limit}"
+            for account, (used, limit) in self.slots.account_usage(accounts).items()
+            if account in accounts and limit is not None
+        ]
+        return f"{described}; accounts {', '.join(limited)}" if limited else described
 
     def _round_exhausted(self):
         if self.state is S.STARTING:
@@ -454,9 +484,11 @@ class ChannelSession(AttemptOwner):
         others = [c for c in self.ranked() if c.rowid != current.rowid and c.rowid not in self.tried]
         choices = others or ([current] if purpose == "switch" else [])
         for candidate in choices:
-            if not self.slots.has_room(candidate.source):
+            if not self.slots.has_room(candidate.source, account=candidate.account):
                 continue
-            slot = self.slots.acquire(candidate.source, f"channel {self.channel_id} next")
+            slot = self.slots.acquire(
+                candidate.source, f"channel {self.channel_id} next", account=candidate.account
+            )
             if slot is None:
                 continue
             self._log(
@@ -634,8 +666,10 @@ class ChannelSession(AttemptOwner):
         elif was_live:
             self._tell("stream_stopped", candidate, now - attempt.live_at)
         self.tried[candidate.rowid] = (candidate.label, reason)
+        kept_for = (candidate.source, candidate.account)
         if not penalise and not any(
-            c.source == candidate.source or self.slots.has_room(c.source) for c in self._remaining()
+            (c.source, c.account) == kept_for or self.slots.has_room(c.source, account=c.account)
+            for c in self._remaining()
         ):
             # A switch with nowhere else to go now restarts this stream.
             self.tried = {}
@@ -695,7 +729,7 @@ class ChannelSession(AttemptOwner):
         keep = keep_slot and not self.ended
         if keep:
             self._release_kept_slot()
-            self._kept_source = attempt.candidate.source
+            self._kept_for = (attempt.candidate.source, attempt.candidate.account)
         ended = attempt.stop(keep_slot=keep)
         self._endings.append(attempt.when_ended())
         if keep:
@@ -719,7 +753,7 @@ class ChannelSession(AttemptOwner):
             self._kept_slot.release()
         self._kept_slot = None
         self._kept_pending = None  # released by its callback when it fires
-        self._kept_source = None
+        self._kept_for = None
 
     # Media.
 

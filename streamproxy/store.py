@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .channels import COLUMNS, COLUMN_NAMES, BadRow, Catalog, DisallowedScheme, candidate_from_row
+from .provider_rows import read_owners
 from .urls import DEFAULT_SCHEMES, KNOWN_URLS, url_scheme
 
 TABLE = "LiveStreams"
@@ -102,17 +103,23 @@ def read_catalog(cursor_or_connection, path="database", allowed_schemes=DEFAULT_
     """
     Read every row into a :class:`Catalog`, skipping unusable rows with one
     warning each, and rows whose stream URL's scheme is not one of
-    ``allowed_schemes`` with one warning for all of them.  Runs in the
-    database thread (or directly, in tools).
+    ``allowed_schemes`` with one warning for all of them.  Rows a provider
+    sync owns get their account (and the catalog's ``owners`` say which
+    provider and how they were matched).  Runs in the database thread (or
+    directly, in tools).
     """
     candidates = []
     skipped = []
     disallowed = []
+    owners = read_owners(cursor_or_connection)
     for row in cursor_or_connection.execute(SELECT_ALL).fetchall():
         rowid = row[0]
         values = dict(zip(COLUMN_NAMES, row[1:]))
+        owner = owners.get(rowid)
         try:
-            candidates.append(candidate_from_row(rowid, values, allowed_schemes))
+            candidates.append(
+                candidate_from_row(rowid, values, allowed_schemes, account=owner[1] if owner else None)
+            )
         except DisallowedScheme as e:
             skipped.append((rowid, str(e)))
             disallowed.append((rowid, values.get("Stream-name") or "unnamed", url_scheme(values.get("stream-url"))))
@@ -140,7 +147,7 @@ def read_catalog(cursor_or_connection, path="database", allowed_schemes=DEFAULT_
             named=named,
             more=f" and {more} more" if more > 0 else "",
         )
-    return Catalog.build(candidates, skipped)
+    return Catalog.build(candidates, skipped, owners)
 
 
 class ChannelStore(Service):
@@ -168,6 +175,15 @@ class ChannelStore(Service):
         self._known_urls = KNOWN_URLS if known_urls is None else known_urls
         self._load_waiters = []
         self._pool = None
+        self._reload_listeners = []
+
+    def add_reload_listener(self, listener):
+        """
+        Call ``listener(catalog)`` after every successful reload of the
+        table (``/refresh_db_cache``, a provider sync).  A listener that
+        raises is logged and the others still run.
+        """
+        self._reload_listeners.append(listener)
 
     def _connect(self):
         return adbapi.ConnectionPool(
@@ -241,6 +257,11 @@ class ChannelStore(Service):
         self._known_urls.remember(candidate.url for candidate in catalog.candidates)
         self.catalog = catalog
         self.load_error = None
+        for listener in list(self._reload_listeners):
+            try:
+                listener(catalog)
+            except Exception:
+                log.failure("Telling {listener!r} about the reloaded catalog", listener=listener)
         log.info(
             "Loaded {channels} channels ({streams} streams, {skipped} rows skipped) from {path}",
             channels=len(catalog.channels),

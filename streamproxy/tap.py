@@ -16,6 +16,7 @@ from .dvr import DVRTracker
 from .health import HealthRecorder
 from .logs import LogBuffer, LogService
 from .manager import ChannelManager
+from .providers import ProviderSync
 from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
 from .web import ProxySite, StreamProxyWeb
@@ -73,11 +74,25 @@ def build_services(config, reactor=None):
     dvr.setServiceParent(root)
     ranking = Ranking(config.source_priority, config.quality_priority)
     slots = SourceSlots(config.source_limits)
+    # After the store, so it stops (and finishes a sync's transaction)
+    # before the store closes its pool.
+    providers = ProviderSync(
+        config.providers,
+        store,
+        slots,
+        _http_client(reactor),
+        source_limits=config.source_limits,
+        reactor=reactor,
+        allowed_schemes=config.allowed_url_schemes,
+    )
+    providers.setServiceParent(root)
     channels = ChannelManager(
         config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health
     )
     channels.setServiceParent(root)
-    web = StreamProxyWeb(config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor)
+    web = StreamProxyWeb(
+        config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers
+    )
     site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
     listener = strports.service(f"tcp:{config.port}:interface={interface}", site)
@@ -90,6 +105,7 @@ def build_services(config, reactor=None):
         "dvr": dvr,
         "channels": channels,
         "slots": slots,
+        "providers": providers,
         "web": web,
         "site": site,
         "listener": listener,
@@ -98,7 +114,8 @@ def build_services(config, reactor=None):
 
 def _http_client(reactor):
     """
-    The HTTP client for asking Channels DVR, without persistent connections.
+    An HTTP client (for Channels DVR and the providers) without persistent
+    connections.
     """
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool

@@ -11,9 +11,10 @@ structural first:
 * :func:`display_url` is what pages and the API show for a stream the
   daemon holds: scheme, host, port, the last path component and the
   query's names without their values, built from the URL's parts.
-* :class:`KnownUrls` holds every stream URL of the table; :meth:`~KnownUrls.replace`
-  puts the display form in place of each of them wherever one appears in
-  a text, by exact match.
+* :class:`KnownUrls` holds every stream URL of the table and the
+  providers' own playlist and API URLs from ``providers:``;
+  :meth:`~KnownUrls.replace` puts the display form in place of each of them
+  wherever one appears in a text, by exact match.
 * :func:`mask_urls` is the fallback for URLs the daemon never held
   (redirect targets, HLS variant and segment URLs in ffmpeg's output):
   broad heuristics that rather hide too much than too little.
@@ -327,7 +328,12 @@ def mask_urls(text):
 # The display form
 
 
-def display_url(url):
+# A page or file name (get.php, playlist.m3u, xmltv.php): the only last
+# path component a provider's own URL shows (see display_url).
+_PAGE_NAME = re.compile(r"^[A-Za-z_\-]{1,40}\.[A-Za-z0-9]{1,5}$")
+
+
+def display_url(url, page_names_only=False):
     """
     How pages, the API and the log show the stream ``url``: scheme, host and
     port, the last path component (``...`` for the ones before it) and the
@@ -337,7 +343,10 @@ def display_url(url):
     No userinfo, no folder and no query value is ever part of it; the last
     component is shown as ``***`` when it is itself the secret (a
     ``/live/USER/PASS`` URL without an id, an rtmp stream key, an opaque
-    token).
+    token).  With ``page_names_only`` (a provider's playlist or API URL from
+    ``providers:``, whose path may be nothing but the account, as in
+    ``/get/USER/PASS``) it is shown only when it is a page name such as
+    ``get.php`` or ``playlist.m3u``.
     """
     scheme, separator, rest = (url or "").partition("://")
     if not separator:
@@ -348,6 +357,8 @@ def display_url(url):
     if names:
         last = names[-1]
         if len(names) - 1 in _secret_components(scheme.lower(), names) or "=" in last:
+            last = MASK
+        elif page_names_only and not _PAGE_NAME.match(last):
             last = MASK
         shown += ("/" + ELIDED if len(names) > 1 else "") + "/" + last
     if query:
@@ -372,17 +383,20 @@ _URL_CONTINUES = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 
 class KnownUrls:
     """
-    The stream URLs of the table, to be replaced by their display forms
-    wherever they appear in a text.
+    The stream URLs of the table, and the providers' own URLs, to be
+    replaced by their display forms wherever they appear in a text.
 
     :meth:`remember` is given the URLs of each load of the table; the
     previous load's URLs are kept too, since a channel started before a
-    refresh keeps playing the streams it was started with.
+    refresh keeps playing the streams it was started with.  :meth:`keep`
+    is given URLs known for as long as the process runs: the playlist and
+    API URLs of ``providers:``, shown with ``page_names_only``.
     """
 
     def __init__(self):
         self._current = frozenset()
         self._previous = frozenset()
+        self._kept = {}
         self._lengths = ()
 
     def remember(self, urls):
@@ -393,13 +407,34 @@ class KnownUrls:
         if current == self._current:
             return
         self._previous, self._current = self._current, current
-        self._lengths = tuple(sorted({len(url) for url in self._current | self._previous}, reverse=True))
+        self._update_lengths()
+
+    def keep(self, urls):
+        """
+        Know ``urls`` (a provider's playlist and API URLs) from now on,
+        whatever the table holds, and show them with ``page_names_only``.
+        """
+        added = {url: display_url(url, page_names_only=True) for url in urls if url and "://" in url}
+        if added.keys() - self._kept.keys():
+            self._kept.update(added)
+            self._update_lengths()
+
+    def _update_lengths(self):
+        urls = self._current | self._previous | self._kept.keys()
+        self._lengths = tuple(sorted({len(url) for url in urls}, reverse=True))
 
     def __contains__(self, url):
-        return url in self._current or url in self._previous
+        return url in self._current or url in self._previous or url in self._kept
 
     def __len__(self):
-        return len(self._current | self._previous)
+        return len(self._current | self._previous | self._kept.keys())
+
+    def display(self, url):
+        """
+        The display form of the known ``url``.
+        """
+        kept = self._kept.get(url)
+        return kept if kept is not None else display_url(url)
 
     def replace(self, text):
         """
@@ -425,7 +460,7 @@ class KnownUrls:
                 continue
             begin, end = match
             pieces.append(text[done:begin])
-            pieces.append(display_url(text[begin:end]))
+            pieces.append(self.display(text[begin:end]))
             done = search = end
         if not pieces:
             return text

@@ -9,8 +9,9 @@ it answers only when the request's ``Host`` is this machine (an IP
 address, ``localhost``, the machine's own name or one in ``allowed_hosts``;
 see :mod:`streamproxy.hosts`), with ``admin_password`` set it asks for that
 password (HTTP basic auth, any user name), and requests that change
-something (stop, force_switch, refresh_db_cache) are refused when the
-browser says they come from another site (see :func:`cross_site_problem`).
+something (stop, force_switch, refresh_db_cache, refresh_providers) are
+refused when the browser says they come from another site (see
+:func:`cross_site_problem`).
 
 Bounds on every request (body size, time to send it, malformed headers)
 are kept by :mod:`streamproxy.edge` before any route runs.
@@ -33,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from .channels import normalize_channel_id
-from .dashboard import Dashboard
+from .dashboard import Dashboard, masked
 from .fanout import TS_TYPE, TSViewer
 from .edge import EdgeSite
 from .hosts import BadHost, host_is_ours, machine_names, parse_host_header
@@ -351,6 +352,8 @@ class StreamProxyWeb:
     ``own_names`` are the host names of this machine that pages answer
     under besides IP addresses, ``localhost`` and ``allowed_hosts``
     (:func:`~streamproxy.hosts.machine_names` when not given).
+    ``providers`` is the :class:`~streamproxy.providers.ProviderSync` behind
+    ``/api/providers`` and ``POST /refresh_providers`` (None: no providers).
     """
 
     app = Klein()
@@ -359,7 +362,7 @@ class StreamProxyWeb:
     app.url_map.converters["static"] = StaticNameConverter
 
     def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None,
-                 own_names=None):
+                 own_names=None, providers=None):
         if reactor is None:
             from twisted.internet import reactor
         self._config = config
@@ -368,6 +371,7 @@ class StreamProxyWeb:
         self._channels = channels
         self._logs = logs
         self._dvr = dvr if dvr is not None else getattr(channels, "dvr", None)
+        self._providers = providers
         self._reactor = reactor
         self._playlists = PlaylistCache(ranking)
         self._static = _read_static(STATIC_DIR)
@@ -682,6 +686,17 @@ class StreamProxyWeb:
         await self._channels.stop_channel(channel_id)
         return _json(request, {"channel_id": channel_id, "stopped": True})
 
+    @app.route("/refresh_providers", methods=["POST"])
+    @_admin(changes_state=True)
+    async def refresh_providers(self, request):
+        """
+        Sync every provider now; answers, once done, with what
+        ``/api/providers`` shows.  Streams that are playing are not touched.
+        """
+        if self._providers is None:
+            return _json(request, masked({"now": self._reactor.seconds(), "providers": []}))
+        return _json(request, masked(await self._providers.sync_all()))
+
     # Pages.
 
     @app.route("/", methods=["GET", "HEAD"])
@@ -749,6 +764,19 @@ class StreamProxyWeb:
         and their health from the database, as JSON with masked URLs.
         """
         return _json(request, self._dashboard.channel_list(), compact=True)
+
+    @app.route("/api/providers", methods=["GET", "HEAD"])
+    @_admin()
+    def api_providers(self, request):
+        """
+        Per provider: the last sync (time, result, rows added, updated and
+        removed, the error), connections in use against its limit, and per
+        account the same plus, for Xtream, the account's status and expiry
+        date, as JSON without credentials.
+        """
+        if self._providers is None:
+            return _json(request, {"now": self._reactor.seconds(), "providers": []})
+        return _json(request, masked(self._providers.status()))
 
     @app.route("/api/logs", methods=["GET", "HEAD"])
     @_admin()

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from .test_streaming_e2e import StreamingTestCase
 from .helpers import row
+from .upstream import wait_until
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -200,7 +201,9 @@ class BrowserTests(StreamingTestCase):
         marker = f"browser-marker-{os.getpid()}"
 
         def log_marker():
-            log.warn("channel 3: {marker} from {url}", marker=marker, url="http://u:topsecret@example.com/live/u/topsecret/3.ts")
+            # The channel travels as a log field, as the daemon's own lines carry it.
+            log.warn("channel {channel_id}: {marker} from {url}", channel_id="3", marker=marker,
+                     url="http://u:topsecret@example.com/live/u/topsecret/3.ts")
 
         def scenario(browser):
             page = browser.new_page(viewport=DESKTOP)
@@ -237,3 +240,55 @@ class BrowserTests(StreamingTestCase):
         log.info("browser logs test took {s:.1f} s", s=time.monotonic() - started)
         self.assertEqual(problems, [])
         self.assertLessEqual(width, PHONE["width"], "the log page scrolls sideways on a phone")
+
+    @defer.inlineCallbacks
+    def test_providers_card(self):
+        """
+        The status page's providers card shows each provider's last sync
+        with its counts, connections against its limit and, for Xtream, the
+        account's status and expiry; a failing account shows its error;
+        "Sync providers now" syncs and the card shows the rotated URLs'
+        updates; no credential shows anywhere on the page.
+        """
+        from .fake_provider import FakeChannel, FakeProvider
+
+        provider = FakeProvider(
+            [FakeChannel(101, "Alpha", "alpha.test", "News"), FakeChannel(102, "Beta", "beta.test", "News")],
+            accounts={"alice": "hunter2", "bob": "s3cretpw"},
+        )
+        provider.start()
+        self.addCleanup(provider.stop)
+        yield self.serve(
+            [],
+            providers=[
+                {"name": "prov_m3u", "m3u_url": provider.m3u_url("alice")},
+                {"name": "prov_x", "xtream": {"url": provider.base(), "username": "bob", "password": "wrong"}},
+            ],
+        )
+        yield wait_until(
+            lambda: all(p["last_sync"] for p in self.parts["providers"].status()["providers"]), timeout=15
+        )
+        base = self.url("")
+
+        def scenario(browser):
+            page = browser.new_page(viewport=DESKTOP)
+            problems = self.watch(page)
+            page.goto(f"{base}/status")
+            card = page.locator('.provider[data-provider="prov_m3u"]')
+            expect(card).to_contain_text("2 added", timeout=SHOW_MS)
+            expect(card.locator(".badge")).to_have_text("ok")
+            failing = page.locator('.provider[data-provider="prov_x"]')
+            expect(failing.locator(".badge")).to_have_text("error")
+            expect(failing).to_contain_text("auth 0")
+            threads.blockingCallFromThread(reactor, lambda: setattr(provider, "generation", 2))
+            page.locator("#refresh-providers").click()
+            expect(page.locator("#notice")).to_contain_text("prov_m3u: ok (+0 ~2 -0)", timeout=SHOW_MS)
+            expect(card).to_contain_text("2 updated", timeout=SHOW_MS)
+            expect(page.locator('#channels .chan[data-channel="1"]')).to_contain_text("matched by", timeout=SHOW_MS)
+            for secret in ("hunter2", "s3cretpw", "wrong"):
+                self.assertNotIn(secret, page.content())
+            self.shoot(page, "status-providers")
+            return problems
+
+        problems = yield self.browse(scenario)
+        self.assertEqual(problems, [])

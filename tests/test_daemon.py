@@ -345,7 +345,7 @@ class ImportToolTests(TestCase):
         self.assertEqual(run(playlist, "--source", "a"), 0)
         self.assertEqual(run(other, "--source", "b", "--quality", "2", "--m3u", "a"), 0)
         self.assertEqual(run(playlist, "--source", "a"), 0)
-        self.assertIn("0 streams added, 2 updated", out.getvalue().splitlines()[-1])
+        self.assertIn("0 streams added, 0 updated, 2 unchanged", out.getvalue().splitlines()[-1])
         connection = sqlite3.connect(db)
         rows = connection.execute(
             'SELECT "Channel-id", "Source", "Stream-quality", "M3U", "Uniform-name", "TV-Logo" '

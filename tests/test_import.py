@@ -16,7 +16,7 @@ from streamproxy.m3u_import import import_entries, parse_m3u
 from streamproxy.store import prepare_database
 
 
-def playlist(count, start=1, host="a.example.net"):
+def playlist(count, start=1, host="a.example.net", group="News"):
     """
     A provider playlist of ``count`` entries with full attributes.
     """
@@ -24,7 +24,7 @@ def playlist(count, start=1, host="a.example.net"):
     for number in range(start, start + count):
         lines.append(
             f'#EXTINF:-1 tvg-id="ch{number}.a" tvg-name="Channel {number}" '
-            f'tvg-logo="https://logos.example/{number}.png" group-title="News" tvg-chno="{number}",'
+            f'tvg-logo="https://logos.example/{number}.png" group-title="{group}" tvg-chno="{number}",'
             f"Channel {number}"
         )
         lines.append(f"http://{host}:8080/live/u/p/{number}.ts")
@@ -80,7 +80,9 @@ class ImporterTests(TestCase):
         """
         20,000 entries into a table already holding 5,000 rows of another
         provider take well under the 17 s the per-entry lookups took: the
-        table is read once, not once per entry.
+        table is read once, not once per entry.  Importing them again finds
+        every row unchanged and writes nothing; importing them with a new
+        group title updates every row, as fast.
         """
         connection = sqlite3.connect(self.db)
         self.addCleanup(connection.close)
@@ -93,14 +95,20 @@ class ImporterTests(TestCase):
         self.assertLess(elapsed, 5.0)
         started = time.perf_counter()
         result = import_entries(connection, entries, "a", "1", "main")
-        self.assertEqual((result.added, result.updated), (0, 20_000))
+        self.assertEqual((result.added, result.updated, result.unchanged), (0, 0, 20_000))
         self.assertLess(time.perf_counter() - started, 5.0)
+        started = time.perf_counter()
+        result = import_entries(connection, parse_m3u(playlist(20_000, group="Sports")), "a", "1", "main")
+        self.assertEqual((result.added, result.updated, result.unchanged), (0, 20_000, 0))
+        self.assertLess(time.perf_counter() - started, 5.0)
+        self.assertEqual(len(self.rows()), 25_000)
 
     def test_written_in_batches(self):
         """
         Every batch is committed on its own and reported: an import that
         stops part-way keeps the batches it finished, and importing again
-        completes it without duplicates.
+        completes it without duplicates (the rows written before are found
+        unchanged).
         """
         entries = parse_m3u(playlist(250))
         seen = []
@@ -117,21 +125,22 @@ class ImporterTests(TestCase):
         self.assertEqual(seen, [(100, 250), (200, 250)])
         self.assertEqual(len(self.rows()), 200)
         result = import_entries(connection, entries, "a", "1", "main", batch_rows=100)
-        self.assertEqual((result.added, result.updated), (50, 200))
+        self.assertEqual((result.added, result.updated, result.unchanged), (50, 0, 200))
         self.assertEqual(len(self.rows()), 250)
 
     def test_same_url_twice_in_one_playlist(self):
         """
-        A URL listed twice in one playlist is one row, updated by the
-        second listing.
+        A URL listed twice in one playlist is one row, made from the first
+        listing (the shared parser's rule, as for a provider sync); the
+        repeat is counted, not written.
         """
         text = ("#EXTM3U\n#EXTINF:-1,First\nhttp://a.example/1.ts\n"
                 "#EXTINF:-1,Second\nhttp://a.example/1.ts\n")
         connection = sqlite3.connect(self.db)
         self.addCleanup(connection.close)
         result = import_entries(connection, parse_m3u(text), "a", "1", "main")
-        self.assertEqual((result.added, result.updated), (1, 1))
-        self.assertEqual(self.rows('"Uniform-name"'), [("Second",)])
+        self.assertEqual((result.added, result.updated, result.duplicates), (1, 0, 1))
+        self.assertEqual(self.rows('"Uniform-name"'), [("First",)])
 
     def test_disallowed_schemes_are_skipped(self):
         """
@@ -155,7 +164,7 @@ class ImporterTests(TestCase):
         self.assertEqual([url for _, _, url in self.rows()], ["http://a.example/1.ts", "https://a.example/2.ts"])
         result = import_entries(connection, parse_m3u(text), "a", "1", "main",
                                 allowed_schemes=("http", "https", "rtmp"))
-        self.assertEqual((result.added, result.updated, result.skipped_count), (1, 2, 3))
+        self.assertEqual((result.added, result.updated, result.unchanged, result.skipped_count), (1, 0, 2, 3))
 
     def test_command_reports_skips_and_reads_the_key(self):
         """
@@ -173,7 +182,7 @@ class ImporterTests(TestCase):
         config = self.write("config.yaml", f"db_path: {self.db}\nallowed_url_schemes: [http, rtmp]\n")
         out = io.StringIO()
         self.assertEqual(cli_main(["import-m3u", path, "--source", "a", "--config", config], out=out), 0)
-        self.assertIn("1 streams added, 1 updated", out.getvalue())
+        self.assertIn("1 streams added, 0 updated, 1 unchanged", out.getvalue())
         self.assertIn("1 entries skipped", out.getvalue())
         self.assertEqual(len(self.rows()), 2)
 

@@ -150,21 +150,37 @@ class Harness(TestCase):
     def in_use(self):
         return {source: used for source, (used, _) in self.slots.usage().items() if used}
 
+    def accounts_in_use(self):
+        return {account: used for account, (used, _) in self.slots.account_usage().items() if used}
+
     def assertSlotsMatchProcesses(self):
         """
-        Every held slot is a running child connected to that source or a
-        slot a switching channel keeps for its next candidate, and the
-        other way round.
+        Every held slot is a running child connected to that source (and
+        provider account, when ``account_of`` names one) or a slot a
+        switching channel keeps for its next candidate, and the other way
+        round; no account is over its limit.
         """
         expected = {}
+        accounts = {}
+        account_of = getattr(self, "account_of", {})
         for process in self.reactor.running():
-            source = self.source_of[self.url_of(process)]
+            url = self.url_of(process)
+            source = self.source_of[url]
             expected[source] = expected.get(source, 0) + 1
+            if account_of.get(url) is not None:
+                accounts[account_of[url]] = accounts.get(account_of[url], 0) + 1
         for session in self.manager.sessions.values():
             if session._kept_slot is not None:
                 source = session._kept_slot.source
                 expected[source] = expected.get(source, 0) + 1
+                account = session._kept_slot.account
+                if account is not None:
+                    accounts[account] = accounts.get(account, 0) + 1
         self.assertEqual(self.in_use(), expected)
+        self.assertEqual(self.accounts_in_use(), accounts)
+        for account, (used, limit) in self.slots.account_usage().items():
+            if limit is not None:
+                self.assertLessEqual(used, limit, account)
 
 
 def two_sources(**extra):
@@ -684,6 +700,158 @@ class SlotTests(Harness):
         self.assertNoResult(two)
         self.reactor.obedient = True
 
+class AccountTests(Harness):
+    """
+    Pooled provider accounts: a slot is taken for the candidate's source
+    and its account, so every account stays within its own limit, a kept
+    slot serves only its own account, and a tune waits for room in an
+    account it can use.
+    """
+
+    def pooled(self, channels, account_limits, source_limits=None, **settings):
+        """
+        A manager over ``channels`` (``{channel: [(rowid, account), ...]}``,
+        every row of source ``p``, best first) with ``account_limits``.
+        """
+        candidates = []
+        self.account_of = {}
+        self.source_of = {}
+        for channel, rows in channels.items():
+            for rowid, account in rows:
+                url = f"http://127.0.0.1:1/live/{account or 'own'}/pw/{rowid}.ts"
+                self.account_of[url] = account
+                self.source_of[url] = "p"
+                candidates.append(candidate(rowid, channel, source="p", url=url, account=account))
+        manager = self.make(candidates, source_limits=source_limits or {}, **settings)
+        self.slots.set_limits(account_limits=account_limits)
+        return manager
+
+    def url(self, rowid):
+        return next(url for url in self.account_of if url.endswith(f"/{rowid}.ts"))
+
+    def live(self, channel_id):
+        """
+        Tune ``channel_id`` and bring its ffmpeg (the newest) on air.
+        """
+        d = self.tune(channel_id)
+        process = self.ffmpegs()[-1]
+        self.go_live(process, self.probes()[-1] if self.probes() else None)
+        self.successResultOf(d)
+        return process
+
+    def test_tunes_through_the_account_with_room(self):
+        """
+        A channel whose first candidate's account is full plays through the
+        candidate of the pooled account that has room.
+        """
+        self.pooled({"7": [(1, "p#1"), (2, "p#2")], "8": [(3, "p#1")]}, {"p#1": 1, "p#2": 1})
+        self.live("8")
+        self.live("7")
+        self.assertIn(self.url(2), self.ffmpegs()[-1].command)
+        self.assertEqual(self.accounts_in_use(), {"p#1": 1, "p#2": 1})
+        self.assertSlotsMatchProcesses()
+
+    def test_probe_counts_against_the_account(self):
+        """
+        ffprobe's second connection is taken from the candidate's account:
+        run when the account has room for it, left out when it has not.
+        """
+        self.pooled({"7": [(1, "p#1")], "8": [(2, "p#2")]}, {"p#1": 2, "p#2": 1})
+        self.tune("7")
+        self.assertEqual(len(self.probes()), 1)
+        self.assertEqual(self.accounts_in_use(), {"p#1": 2})
+        self.probe_ok(self.probes()[0])
+        self.tune("8")
+        self.assertEqual(len(self.probes()), 0)
+        self.assertEqual(self.accounts_in_use(), {"p#1": 1, "p#2": 1})
+
+    def test_kept_slot_serves_only_its_account(self):
+        """
+        After a failure the slot kept from the failed stream goes to the
+        next candidate of the same account, not to a better-ranked one of
+        another account (the provider would see a connection on an account
+        whose limit was never checked).
+        """
+        self.pooled({"1": [(1, "p#1"), (2, "p#2"), (3, "p#1")], "9": [(4, "p#2")]},
+                    {"p#1": 1, "p#2": 1})
+        self.live("9")
+        first = self.live("1")
+        first.stderr("[error] boom\n")
+        first.exit(1)
+        self.assertIn(self.url(3), self.ffmpegs()[-1].command)
+        self.assertEqual(self.accounts_in_use(), {"p#1": 1, "p#2": 1})
+        self.assertSlotsMatchProcesses()
+
+    def test_kept_slot_of_another_account_goes_back(self):
+        """
+        When only candidates of another account of the same source remain
+        and the kept slot is what fills the source, it is given back and the
+        other account's candidate starts at once instead of waiting.
+        """
+        self.pooled({"1": [(1, "p#1"), (2, "p#2")]}, {"p#1": 1, "p#2": 1}, source_limits={"p": 1},
+                    stream_start_timeout=10)
+        first = self.live("1")
+        first.stderr("[error] boom\n")
+        first.exit(1)
+        self.assertIn(self.url(2), self.ffmpegs()[-1].command)
+        self.assertEqual(self.slots.waiting(), 0)
+        self.assertEqual(self.accounts_in_use(), {"p#2": 1})
+        self.assertSlotsMatchProcesses()
+
+    def test_waits_for_its_own_account(self):
+        """
+        A tune whose only candidate's account is full waits: another account
+        of the source freeing a slot does not wake it, its own account
+        does; giving up names the full account.
+        """
+        self.pooled({"1": [(1, "p#1")], "2": [(2, "p#1")], "3": [(3, "p#2")]}, {"p#1": 1, "p#2": 1},
+                    stream_start_timeout=10)
+        self.live("1")
+        self.live("3")
+        two = self.tune("2")
+        self.assertEqual(self.slots.waiting(), 1)
+        self.manager.stop_channel("3")
+        self.assertEqual(self.slots.waiting(), 1)
+        self.assertNoResult(two)
+        self.manager.stop_channel("1")
+        self.assertIn(self.url(2), self.ffmpegs()[-1].command)
+        self.assertEqual(self.slots.waiting(), 0)
+        self.go_live(self.ffmpegs()[-1])
+        self.successResultOf(two)
+        one = self.tune("1")
+        for _ in range(11):
+            self.reactor.advance(1)
+            self.media(self.ffmpegs()[0], 1.0)
+            self.manager.session("2").touch()
+        failure = self.failureResultOf(one, ChannelUnavailable)
+        self.assertIn("source(s) full: p 1/unlimited; accounts p#1 1/1", str(failure.value))
+        self.assertSlotsMatchProcesses()
+
+    def test_force_switch_alongside_through_another_account(self):
+        """
+        A forced switch starts the next candidate alongside only when its
+        own account has room; with that account full, the stream is
+        restarted on its own account's slot.
+        """
+        self.pooled({"7": [(1, "p#1"), (2, "p#2")], "8": [(3, "p#2")]}, {"p#1": 1, "p#2": 1})
+        first = self.live("7")
+        self.manager.force_switch("7")
+        second = self.ffmpegs()[-1]
+        self.assertIn(self.url(2), second.command)
+        self.assertFalse(first.exited)
+        self.go_live(second)
+        self.assertTrue(first.exited)
+        self.assertEqual(self.accounts_in_use(), {"p#2": 1})
+        self.manager.stop_channel("7")
+        self.live("8")
+        self.live("7")
+        self.manager.force_switch("7")
+        self.assertEqual(self.slots.waiting(), 0)
+        self.assertIn(self.url(1), self.ffmpegs()[-1].command)
+        self.assertEqual(self.accounts_in_use(), {"p#1": 1, "p#2": 1})
+        self.assertSlotsMatchProcesses()
+
+
 class StopTests(Harness):
     """
     Stopping channels gives everything back.
@@ -828,18 +996,32 @@ class InterleavingTests(Harness):
         for seed in range(int(os.environ.get("INTERLEAVING_SEEDS", 40))):
             self.run_interleaving(seed)
 
-    def run_interleaving(self, seed):
+    def test_random_interleavings_with_pooled_accounts(self):
+        """
+        The same with source ``a`` pooled from two provider accounts of one
+        slot each: the held slots of every account also equal its running
+        children and kept slots, and no account is ever over its limit.
+        """
+        for seed in range(int(os.environ.get("INTERLEAVING_SEEDS", 40))):
+            self.run_interleaving(seed, pooled=True)
+
+    def run_interleaving(self, seed, pooled=False):
         rng = random.Random(seed)
         candidates = []
         self.source_of = {}
+        self.account_of = {}
         rowid = 0
+        ways = (("a", "a#1"), ("a", "a#2"), ("b", None)) if pooled else (("a", None), ("b", None))
         for channel in ("1", "2", "3"):
-            for source in ("a", "b"):
+            for source, account in ways:
                 rowid += 1
-                url = f"http://127.0.0.1:1/{source}/{channel}.ts"
+                url = f"http://127.0.0.1:1/{source}/{account or 'own'}/{channel}.ts"
                 self.source_of[url] = source
-                candidates.append(candidate(rowid, channel, source=source, url=url))
+                self.account_of[url] = account
+                candidates.append(candidate(rowid, channel, source=source, url=url, account=account))
         manager = self.make(candidates, source_limits={"a": 2, "b": 1}, stream_start_timeout=6)
+        if pooled:
+            self.slots.set_limits(account_limits={"a#1": 1, "a#2": 1})
         waiting = []
         for step in range(60):
             action = rng.choice(["tune", "tune", "report", "probe", "media", "media", "exit", "stall",
@@ -877,7 +1059,7 @@ class InterleavingTests(Harness):
                 import sys
                 print("SEED", seed, "STEP", step, action, file=sys.stderr)
                 for sess in manager.sessions.values():
-                    print(sess.channel_id, sess.state, sess.attempt and (sess.attempt.candidate.source, sess.attempt.phase), sess.standby and (sess.standby.candidate.source, sess.standby.phase), sess._kept_slot, sess._kept_source, sess._kept_pending, file=sys.stderr)
+                    print(sess.channel_id, sess.state, sess.attempt and (sess.attempt.candidate.source, sess.attempt.phase), sess.standby and (sess.standby.candidate.source, sess.standby.phase), sess._kept_slot, sess._kept_for, sess._kept_pending, file=sys.stderr)
                 print(self.slots.held(), file=sys.stderr)
                 print([(p.program, p.command[-2] if p.program=='ffprobe' else self.url_of(p)) for p in self.reactor.running()], file=sys.stderr)
                 raise

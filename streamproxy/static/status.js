@@ -68,6 +68,16 @@ async function refreshDatabase(button) {
   if (ok) loadChannels(true);
 }
 
+async function refreshProviders(button) {
+  const ok = await action(button, "POST", "/refresh_providers", (a) =>
+    (a.providers || []).map((p) => {
+      const last = p.last_sync || {};
+      return `${p.name}: ${last.result || "not synced"}` +
+        (last.result === "error" ? "" : ` (+${last.added || 0} ~${last.updated || 0} -${last.removed || 0})`);
+    }).join("; ") || "No providers configured.");
+  if (ok) loadChannels(true);
+}
+
 // --- Preview ---------------------------------------------------------------
 
 function preview(id, name) {
@@ -170,6 +180,57 @@ function renderDatabase(db, waiting) {
   if (db.skipped_rows) parts.push(el("p", { class: "small muted" }, `${db.skipped_rows} rows skipped (no URL or bad Channel-id)`));
   if (waiting) parts.push(el("p", { class: "small error-text" }, `${waiting} tune(s) waiting for a free slot`));
   box.replaceChildren(...parts);
+}
+
+function limitText(used, limit) {
+  return limit === null || limit === undefined ? `${used} · no limit` : `${used} / ${limit}`;
+}
+
+function syncText(last, now) {
+  if (!last) return "not synced yet";
+  const when = `${duration(now - last.at)} ago`;
+  if (last.result === "error") return `sync failed ${when}`;
+  return `synced ${when}: ${last.added} added, ${last.updated} updated, ${last.removed} removed` +
+    (last.result === "partial" ? " (some accounts failed)" : "");
+}
+
+function renderProviders(answer) {
+  const box = document.getElementById("providers");
+  const button = document.getElementById("refresh-providers");
+  const providers = (answer && answer.providers) || [];
+  box.className = "";
+  button.hidden = !providers.length;
+  if (!providers.length) {
+    box.replaceChildren(el("p", { class: "muted small" }, "No providers configured (providers: in config.yaml)."));
+    return;
+  }
+  const now = answer.now;
+  box.replaceChildren(...providers.map((p) => {
+    const last = p.last_sync;
+    const result = p.syncing ? "syncing" : (last ? last.result : "pending");
+    const parts = [
+      el("div", { class: "provider-head" },
+        el("span", { class: "provider-name" }, p.name, " ",
+          el("span", { class: `badge result-${result}` }, result)),
+        el("span", { class: "source-count" }, limitText(p.in_use, p.limit))),
+      el("p", { class: "small muted" }, syncText(last, now) +
+        (p.next_sync ? ` · next in ${duration(p.next_sync - now)}` : "")),
+    ];
+    for (const a of p.accounts || []) {
+      const facts = [`${a.kind}`, `${a.rows} rows`, `connections ${limitText(a.in_use, a.limit)}`];
+      const refused = Object.values((a.skipped && a.skipped.scheme_not_allowed) || {}).reduce((x, y) => x + y, 0);
+      if (refused) facts.push(`${refused} streams left out (URL scheme not in allowed_url_schemes)`);
+      if (a.xtream) {
+        facts.push(`account ${a.xtream.status}`);
+        facts.push(a.xtream.expires ? `expires ${new Date(a.xtream.expires * 1000).toLocaleDateString()}` : "no expiry");
+      }
+      parts.push(el("div", { class: "account", "data-account": a.account },
+        el("span", {}, a.account, " "), el("span", { class: "muted" }, facts.join(" · ")),
+        a.error ? el("p", { class: "small error-text" },
+          `${a.error}${a.last_attempt ? ` (${clock(a.last_attempt)})` : ""}`) : null));
+    }
+    return el("div", { class: "provider", "data-provider": p.name }, ...parts);
+  }));
 }
 
 // --- Running channels ----------------------------------------------------
@@ -300,6 +361,7 @@ async function step() {
     renderDvr(status.dvr, status.now);
     renderDatabase(status.database || {}, status.waiting_for_slot);
     renderEnded(status.recently_ended);
+    renderProviders(await api("GET", "/api/providers"));
     setConnection(true, `updated ${clock(Date.now() / 1000)}`);
     markRunningInList();
   } catch (e) {
@@ -336,6 +398,7 @@ function renderChannel(ch) {
         el("span", { class: "rank" }, `#${c.rank}`),
         el("span", { class: "src" }, c.source || "unnamed source"),
         el("span", { class: "q" }, `quality ${c.quality || "?"}`),
+        c.provider ? el("span", { class: "small muted" }, `${c.provider.account} · matched by ${c.provider.matched}`) : null,
         el("span", { class: `badge health-${c.status || "unknown"}` }, c.status || "unchecked"),
         el("span", { class: "small muted" }, checkedText(c.last_checked)),
         upText(c) ? el("span", { class: "small muted" }, upText(c)) : null,
@@ -402,6 +465,7 @@ async function loadChannels(announce) {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("refresh-db").addEventListener("click", (e) => refreshDatabase(e.currentTarget));
+  document.getElementById("refresh-providers").addEventListener("click", (e) => refreshProviders(e.currentTarget));
   document.getElementById("preview-close").addEventListener("click", closePreview);
   let typing = null;
   document.getElementById("filter").addEventListener("input", () => {
