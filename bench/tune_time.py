@@ -116,14 +116,13 @@ MARKS = {}
 
 def instrument_sessions():
     """
-    Record when a channel session reaches each step (bench-process only;
-    the methods are wrapped, not changed).
+    Record when a channel reaches each step (bench-process only; the
+    methods are wrapped, not changed).
     """
+    from streamproxy import attempt as attempt_module
     from streamproxy import session as session_module
 
-    cls = session_module.ChannelSession
-
-    def wrap(name, mark, condition=None):
+    def wrap(cls, name, mark, condition=None):
         original = getattr(cls, name)
 
         def wrapper(self, *args, **kwargs):
@@ -133,22 +132,13 @@ def instrument_sessions():
 
         setattr(cls, name, wrapper)
 
-    wrap("_launch", "ffmpeg spawned")
-    wrap("_on_report", "ffmpeg stream report")
-    wrap("_on_probe", "ffprobe verdict")
-    wrap("_validated", "validated")
-    wrap("_went_live", "first segment read")
-
-    original_went_live = cls._went_live
-
-    def went_live(self, attempt):
-        # The modification time of ffmpeg's playlist, which the daemon has
-        # just read: when ffmpeg finished the first segment.
-        if attempt.playlist_mtime is not None:
-            MARKS.setdefault("ffmpeg wrote its playlist", attempt.playlist_mtime / 1e9)
-        return original_went_live(self, attempt)
-
-    cls._went_live = went_live
+    session, attempt = session_module.ChannelSession, attempt_module.Attempt
+    wrap(session, "_launch", "ffmpeg spawned")
+    wrap(attempt, "ffmpeg_report", "ffmpeg stream report")
+    wrap(attempt, "_on_probe", "ffprobe verdict")
+    wrap(attempt, "ffmpeg_media", "first media from ffmpeg")
+    wrap(session, "_go_live", "validated, keyframe in: live")
+    wrap(session, "_publish", "first segment cut", lambda self, gone: len(self.playlist) > 0)
 
 
 def main():

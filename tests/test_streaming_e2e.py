@@ -470,7 +470,7 @@ class FailoverTests(StreamingTestCase):
         after the stall watchdog's STALL_SECONDS_TS.
         """
         return self.check_failover(
-            r"^stalled: no new media for (2\.[5-9] s \(prov_b/1 \(row 2\) was ready\)|[4-9] s)$",
+            r"^stalled: no new media for ([23]\.[0-9] s \(prov_b/1 \(row 2\) was ready\)|[4-9] s)$",
             mid_stream=Fault.stall(),
         )
 
