@@ -78,6 +78,29 @@ class Daemon:
                                               childFDs={0: "w", 1: "r", 2: "r"})
         self.pid = self.transport.pid
 
+    def answering(self, reactor, base, within=20.0):
+        """
+        A Deferred firing once the daemon answers ``base``/api/status
+        (failing after ``within`` seconds or if it exits first).
+        """
+        import treq
+        from twisted.internet import defer, task
+
+        @defer.inlineCallbacks
+        def wait():
+            end = time.monotonic() + within
+            while True:
+                try:
+                    response = yield treq.get(f"{base}/api/status", persistent=False)
+                    yield response.content()
+                    return
+                except Exception:
+                    if time.monotonic() > end or self.ended.called:
+                        raise RuntimeError(f"the daemon did not answer within {within:g} s")
+                    yield task.deferLater(reactor, 0.1, lambda: None)
+
+        return wait()
+
     def stop(self, reactor):
         """
         TERM, then KILL after 15 s; fires with the exit code.
@@ -258,16 +281,7 @@ def run(reactor, args, scratch, out):
         viewers = []
         ffmpeg_pids = set()
         try:
-            end = time.monotonic() + 20
-            while True:
-                try:
-                    response = yield treq.get(f"{base}/api/status", persistent=False)
-                    yield response.content()
-                    break
-                except Exception:
-                    if time.monotonic() > end or daemon.ended.called:
-                        raise RuntimeError("the daemon did not answer within 20 s")
-                    yield sleep(0.1)
+            yield daemon.answering(reactor, base)
             yield sleep(2.0)  # let start-up work (imports, table load) settle
             idle_seconds = 5.0
             before = cpu_snapshot(daemon.pid)

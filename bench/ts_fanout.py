@@ -144,16 +144,7 @@ def run(reactor, args, counts, scratch, out):
         daemon = Daemon(reactor, config, folder, out["log"])
         viewers = []
         try:
-            end = time.monotonic() + 20
-            while True:
-                try:
-                    response = yield treq.get(f"http://127.0.0.1:{port}/api/status", persistent=False)
-                    yield response.content()
-                    break
-                except Exception:
-                    if time.monotonic() > end or daemon.ended.called:
-                        raise RuntimeError("the daemon did not answer within 20 s")
-                    yield sleep(0.1)
+            yield daemon.answering(reactor, f"http://127.0.0.1:{port}")
             yield sleep(2.0)
 
             cold = yield connect(port)
