@@ -12,7 +12,7 @@ checked on the collected segments themselves.
 import json
 import os
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 

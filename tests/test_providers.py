@@ -5,7 +5,6 @@ fake provider through ``StubTreq``, time driven by a ``Clock``), the
 ``providers:`` configuration, and the web routes.
 """
 
-import gzip
 import json
 import os
 import sqlite3
@@ -27,7 +26,7 @@ from streamproxy.matching import (
 from streamproxy.provider_rows import OWNERS, read_owners, sync_accounts
 from streamproxy.providers import ProviderSync, compute_limits, retry_delay, scrub, RETRY_FIRST_SECONDS
 from streamproxy.slots import SourceSlots
-from streamproxy.store import prepare_database, read_catalog
+from streamproxy.store import read_catalog
 from streamproxy.urls import KnownUrls, display_url
 from streamproxy.web import StreamProxyWeb
 

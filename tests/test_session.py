@@ -247,7 +247,7 @@ class StartTests(Harness):
         ffprobe runs alongside ffmpeg; its finding that the stream has no
         video fails the candidate before anything is published.
         """
-        manager = self.make(two_sources())
+        self.make(two_sources())
         d = self.tune("7")
         probe = self.probes()[0]
         ffmpeg = self.ffmpegs()[0]
@@ -286,7 +286,7 @@ class StartTests(Harness):
         A source with one slot gets no second connection for ffprobe;
         ffmpeg's own stream report validates it.
         """
-        manager = self.make(two_sources(), source_limits={"a": 1})
+        self.make(two_sources(), source_limits={"a": 1})
         d = self.tune("7")
         self.assertEqual(self.probes(), [])
         ffmpeg = self.ffmpegs()[0]
@@ -298,7 +298,7 @@ class StartTests(Harness):
         """
         ffmpeg's report of an audio-only stream fails the candidate.
         """
-        manager = self.make(two_sources(), source_limits={"a": 1, "b": 1})
+        self.make(two_sources(), source_limits={"a": 1, "b": 1})
         self.tune("7")
         ffmpeg = self.ffmpegs()[0]
         ffmpeg.stderr(AUDIO_ONLY_REPORT.format(url="http://127.0.0.1:1/live/user/pass/7.ts"))
@@ -337,7 +337,7 @@ class StartTests(Harness):
         like any other failure: its slot is given back and the next one is
         tried; with nothing left the tune fails and shutdown completes.
         """
-        manager = self.make(two_sources(), source_limits={"a": 1, "b": 1})
+        self.make(two_sources(), source_limits={"a": 1, "b": 1})
         spawn = self.reactor.spawnProcess
         calls = []
 

@@ -171,7 +171,7 @@ class TSOutputTests(StreamingTestCase):
         yield self.serve([row(1, self.live("a"), source="prov_a")])
         good = yield self.connect(b"/channel/1/stream.ts")
         yield wait_until(lambda: len(good.body) > 0, timeout=10)
-        stuck = yield self.connect(b"/channel/1/stream.ts", read=False)
+        yield self.connect(b"/channel/1/stream.ts", read=False)
         session = self.channels.session("1")
         yield wait_until(lambda: len(session.outputs) == 2, timeout=5)
         viewer = session.outputs[-1]

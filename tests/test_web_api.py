@@ -7,7 +7,6 @@ channel manager, a fake store and a Clock.
 
 import base64
 import json
-import os
 from types import SimpleNamespace
 
 from treq.testing import StubTreq
