@@ -5,6 +5,7 @@ through the Klein resource and treq's StubTreq (no sockets), with a fake
 channel manager, a fake store and a Clock.
 """
 
+import os
 import base64
 import json
 from types import SimpleNamespace
@@ -78,6 +79,7 @@ class FakeSession:
         self.channel_id = channel_id
         self.name = name
         self.state = state
+        self.ended = False
         self.current = current
         self.folder = folder
         self.playlist = LivePlaylist(2, 3)
@@ -1087,7 +1089,8 @@ class LeadingZeroTests(WebTestCase):
         segments = []
         self.manager.segment_path = lambda channel_id, name, **kw: segments.append((channel_id, name))
         yield self.call("GET", "/channel/007/sx01_00001.ts")
-        self.assertEqual(segments, [("7", "sx01_00001.ts")])
+        # (Asked by the fast path, then by the route that answers the 404.)
+        self.assertEqual(set(segments), {("7", "sx01_00001.ts")})
 
 
 class DisplayFormTests(WebTestCase):
@@ -1156,3 +1159,70 @@ class DisplayFormTests(WebTestCase):
         self.assertEqual(response.code, 500)
         self.assertNotIn("s3cretpw", body)
         self.flushLoggedErrors(ValueError)
+
+
+class FastPathTests(WebTestCase):
+    """
+    The requests players repeat every second, answered without routing,
+    answer exactly as the routes would.
+    """
+
+    def running_session(self):
+        """
+        Channel 7 with one segment on disk and in its playlist.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        with open(os.path.join(folder, "sx01_00000.ts"), "wb") as f:
+            f.write(b"\x47" * 188)
+        self.session.playlist.add("sx01_00000.ts", 1.0)
+        touched = []
+        self.session.touch = touched.append
+        self.manager.segment_path = lambda channel_id, name, touch=True, client=None: (
+            touched.append(client) or (os.path.join(folder, name) if channel_id == "7" and name == "sx01_00000.ts"
+                                       else None))
+        return touched
+
+    @defer.inlineCallbacks
+    def test_playlist_and_segment_of_a_running_channel(self):
+        """
+        The live playlist and a segment come with their types, no-cache on
+        the playlist and the cross-origin header on both; each counts as
+        the client's request.
+        """
+        touched = self.running_session()
+        response, body = yield self.call("GET", "/channel/0007/stream.m3u8")
+        self.assertEqual(response.code, 200)
+        self.assertIn("sx01_00000.ts", body)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/vnd.apple.mpegurl"])
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-cache"])
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), ["*"])
+        response = yield self.client.get("http://127.0.0.1:9090/channel/7/sx01_00000.ts",
+                                         headers={"Host": "127.0.0.1:9090"})
+        segment = yield response.content()
+        self.assertEqual((response.code, segment), (200, b"\x47" * 188))
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["video/mp2t"])
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), ["*"])
+        self.assertEqual(len(touched), 2)
+
+    @defer.inlineCallbacks
+    def test_everything_else_goes_to_the_routes(self):
+        """
+        An unknown segment, a channel not running, a HEAD and a failing
+        fast path are answered by the routes (404 text, 200 headers),
+        never by an error page.
+        """
+        self.running_session()
+        response, body = yield self.call("GET", "/channel/7/sx01_99999.ts")
+        self.assertEqual((response.code, body), (404, "No segment sx01_99999.ts on channel 7.\n"))
+        response, body = yield self.call("HEAD", "/channel/12/stream.m3u8")
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(self.manager.session("12"))
+
+        def broken(channel_id):
+            raise RuntimeError("boom")
+
+        self.manager.session = broken
+        response, body = yield self.call("GET", "/channel/7/stream.m3u8")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
