@@ -11,8 +11,8 @@ Set-up. The fake provider (tests/upstream.py) serves live-paced MPEG-TS
 (H.264 320x180 25 fps, a keyframe every 2 s, AAC). Each connection gets
 1 s of media at once (``--burst``). There is one stream per candidate:
 channel 1 has candidates on prov_a, prov_b and prov_c, in that order of
-``source_priority``. The daemon uses ``hls_time`` 6 and ``hls_list_size``
-3 unless you say otherwise (``--hls-time``, ``--hls-list-size``,
+``source_priority``. The daemon uses its default ``hls_time`` (1) and
+``hls_list_size`` (3) unless you say otherwise (``--hls-time``, ``--hls-list-size``,
 ``--set key=value`` for any other config key).
 
 Timeline (scaled to ``--duration``, 180 s by default):
@@ -88,7 +88,7 @@ What is measured, each from the player's own reports:
 Usage (from the repository root; a first run installs hls.js with npm into
 bench/.node/)::
 
-    .venv/bin/python bench/playback.py [--duration 180] [--hls-time 6]
+    .venv/bin/python bench/playback.py [--duration 180] [--hls-time 1]
         [--players mpv,hlsjs,ffmpeg] [--set buffer_check_interval=2] [--keep]
 """
 
@@ -132,10 +132,13 @@ SOURCES = ("prov_a", "prov_b", "prov_c")
 
 
 def parse_args(argv=None):
+    from streamproxy.config import Config
+
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--duration", type=float, default=REFERENCE_SECONDS,
                         help="seconds of playback; events scale with it (default 180)")
-    parser.add_argument("--hls-time", type=float, default=6.0, help="daemon hls_time (default 6)")
+    parser.add_argument("--hls-time", type=float, default=float(Config.hls_time),
+                        help=f"daemon hls_time (default: the daemon's, {Config.hls_time:g})")
     parser.add_argument("--hls-list-size", type=int, default=3, help="daemon hls_list_size (default 3)")
     parser.add_argument("--players", default="mpv,hlsjs,ffmpeg",
                         help="comma-separated, from mpv, hlsjs, ffmpeg (default: all three)")
