@@ -205,7 +205,7 @@ class Attempt:
         the attempt like any other problem.
         """
         argv = ffmpeg_command(self.settings, self.candidate.url, self.encoding, self.checks)
-        self.process = FFmpegProcess(self, self.candidate.label)
+        self.process = FFmpegProcess(self, self.candidate.label, decoding=self.checks is not None)
         try:
             spawn(self.reactor, self.process, argv, self.settings.segment_dir, extra_fds=(3,))
         except Exception as e:

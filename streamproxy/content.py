@@ -27,6 +27,15 @@ KINDS = (BLACK, FROZEN, SILENT)
 
 # How a fault is worded in logs, failure reasons and the status page.
 WORDS = {BLACK: "black picture", FROZEN: "frozen picture", SILENT: "no sound"}
+SHOWS = {BLACK: "a black picture", FROZEN: "a frozen picture", SILENT: "no sound"}
+
+# The contexts of ffmpeg's decoders: with the checks on, their complaints
+# about a broken packet come from the check branch, which decodes, and say
+# nothing about why the stream failed (see FFmpegProcess).
+DECODERS = frozenset({
+    "h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4", "vc1", "av1", "vp9",
+    "aac", "aac_latm", "ac3", "eac3", "mp3", "mp3float", "mp2", "mp2float", "opus", "dca", "truehd",
+})
 
 # A pixel darker than this share of the range is black, and a picture whose
 # pixels are this share black is a black picture (blackdetect's defaults).
@@ -219,6 +228,17 @@ def parse_line(line):
     except ValueError:
         return None
     return None
+
+
+def is_decoding_complaint(line):
+    """
+    Whether ``line`` is a decoder's complaint (``[aac @ 0x...] [error] ...``)
+    or ffmpeg's ``Error while decoding stream ...``.
+    """
+    match = _CONTEXT.match(line.strip())
+    if match is not None:
+        return match.group("context") in DECODERS
+    return "Error while decoding stream" in line
 
 
 def is_check_line(line):

@@ -173,10 +173,13 @@ class FFmpegProcess(ChildProtocol):
     # Lines kept for the failure reason and the log viewer.
     KEEP_LINES = 20
 
-    def __init__(self, observer, label):
+    def __init__(self, observer, label, decoding=False):
         super().__init__()
         self.observer = observer
         self.label = label
+        # With content checks ffmpeg decodes the stream: decoders' complaints
+        # about a broken packet are logged but are not why it failed.
+        self.decoding = decoding
         self.facts = None
         self.last_progress = None
         self.recent_lines = []
@@ -219,8 +222,9 @@ class FFmpegProcess(ChildProtocol):
         level = _level(line)
         if level in ("warning", "error", "fatal", "panic"):
             masked = media.mask_url(line)
-            self.recent_lines.append(masked)
-            del self.recent_lines[: -self.KEEP_LINES]
+            if not (self.decoding and content.is_decoding_complaint(line)):
+                self.recent_lines.append(masked)
+                del self.recent_lines[: -self.KEEP_LINES]
             if masked != self._last_logged:
                 self._last_logged = masked
                 log.info("ffmpeg {label}: {line}", label=self.label, line=masked)

@@ -80,8 +80,6 @@ class ChannelManager(MultiService):
         self.slate = slate
         self.idle_checks = None
         self.content_memory = ContentMemory()
-        # Bytes sent to viewers by format, for /metrics.
-        self.served = {"hls": 0, "ts": 0}
         self._shortages = {}
         self._making_room = set()
         if slots.on_shortage is None:
@@ -151,7 +149,6 @@ class ChannelManager(MultiService):
                 metrics=self.metrics,
                 content_memory=self.content_memory,
                 slate=self.slate,
-                served=self.served,
             )
             self.sessions[channel_id] = session
             session.start()
@@ -299,17 +296,10 @@ class ChannelManager(MultiService):
         """
         return set(self.sessions)
 
-    def count_served(self, kind, count):
-        """
-        ``count`` bytes of ``kind`` (``hls``, ``ts``) went to a viewer.
-        """
-        self.served[kind] = self.served.get(kind, 0) + count
-
     def metrics_snapshot(self):
         """
         The gauges of ``/metrics``: channels by state, viewers by format,
-        connections in use and limits per source, tunes waiting for one,
-        bytes served by format.
+        connections in use and limits per source, tunes waiting for one.
         """
         channels = {}
         viewers = {"hls": 0, "ts": 0}
@@ -322,7 +312,6 @@ class ChannelManager(MultiService):
             "viewers": viewers,
             "slots": self.slots.usage({c.source for c in self.store.catalog.candidates}),
             "waiting": self.slots.waiting(),
-            "served": dict(self.served),
         }
 
     def status(self):

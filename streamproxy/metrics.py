@@ -126,6 +126,13 @@ class MetricsListener:
         (a health status, or ``stopped`` when a tune needed its connection).
         """
 
+    def count_served(self, kind, count):
+        """
+        ``count`` bytes of ``kind`` (``hls`` segments and playlists, ``ts``)
+        went to a viewer.  Called for every piece a TS viewer is sent, so
+        it only adds to a number.
+        """
+
 
 class Metrics(MetricsListener):
     """
@@ -141,6 +148,7 @@ class Metrics(MetricsListener):
         self.registry = CollectorRegistry(auto_describe=True)
         self._reactor = reactor
         self._snapshot = snapshot or (lambda: {})
+        self.served = {"hls": 0, "ts": 0}
         self._tunes = Counter(f"{PREFIX}_tunes", "Tunes of a channel that was not running, by outcome",
                               ["outcome"], registry=self.registry)
         self._tune_seconds = Histogram(f"{PREFIX}_tune_seconds",
@@ -184,6 +192,9 @@ class Metrics(MetricsListener):
     def idle_check(self, source, result):
         self._checks.labels(source or "", result).inc()
 
+    def count_served(self, kind, count):
+        self.served[kind] = self.served.get(kind, 0) + count
+
     # Answering.
 
     def text(self):
@@ -203,14 +214,25 @@ class Metrics(MetricsListener):
 
         return MetricsResource(self.registry)
 
+    def set_snapshot(self, snapshot):
+        """
+        Read the gauges from ``snapshot()`` from now on.
+        """
+        self._snapshot = snapshot
+
     def _read_snapshot(self):
         from twisted.python.threadable import isInIOThread
 
         if self._reactor is None or isInIOThread():
-            return self._snapshot()
+            return self._state()
         from twisted.internet.threads import blockingCallFromThread
 
-        return blockingCallFromThread(self._reactor, self._snapshot)
+        return blockingCallFromThread(self._reactor, self._state)
+
+    def _state(self):
+        state = dict(self._snapshot())
+        state["served"] = dict(self.served)
+        return state
 
 
 class _StateCollector:

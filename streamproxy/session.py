@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .attempt import Attempt, AttemptOwner, Phase
-from .content import WORDS, ContentMemory
+from .content import SHOWS, WORDS, ContentMemory
 from .ffmpeg import Encoding
 from .health import HealthListener
 from .hls import LivePlaylist, target_duration_for
@@ -161,7 +161,7 @@ class ChannelSession(AttemptOwner):
 
     def __init__(self, channel_id, candidates, *, settings, slots, ranking, failures,
                  reactor, tag, on_finished=None, health=None, metrics=None, content_memory=None,
-                 slate=None, served=None):
+                 slate=None):
         self.channel_id = channel_id
         self.candidates = tuple(candidates)
         self.settings = settings
@@ -183,8 +183,6 @@ class ChannelSession(AttemptOwner):
         self._slate_since = None
         self._slate_passes = 0
         self._tune_counted = False
-        # Bytes sent to viewers by format (the manager's tally, for /metrics).
-        self.served = served if served is not None else {}
         self.folder = os.path.join(settings.segment_dir, f"ch{channel_id}")
         target = target_duration_for(settings.hls_time)
         self.playlist = LivePlaylist(target, settings.hls_list_size)
@@ -294,7 +292,7 @@ class ChannelSession(AttemptOwner):
         """
         ``count`` bytes of ``kind`` (``ts``, ``hls``) went to a viewer.
         """
-        self.served[kind] = self.served.get(kind, 0) + count
+        self.metrics.count_served(kind, count)
 
     def viewer_dropped(self):
         """
@@ -576,7 +574,8 @@ class ChannelSession(AttemptOwner):
             self._log(
                 "info", "starting {candidate} alongside {current} ({purpose})",
                 candidate=candidate.label, current=current.label,
-                purpose="switch requested" if purpose == "switch" else "no media for a moment",
+                purpose={"switch": "switch requested", "content": "its picture or sound is failing"}.get(
+                    purpose, "no media for a moment"),
             )
             self._standby_for = purpose
             self.standby = self._new_attempt(candidate, slot, Encoding())
@@ -715,9 +714,10 @@ class ChannelSession(AttemptOwner):
         self.content_memory.tolerate(self.channel_id, fault.kind, self.reactor.seconds())
         hours = self.content_memory.seconds / 3600
         self._log(
-            "warn", "every candidate shows a {what} ({reason} on {candidate}): taking it as the channel's "
-            "content; {what} is not judged on this channel for {hours:g} h",
-            what=WORDS[fault.kind], reason=fault.reason, candidate=attempt.candidate.label, hours=hours,
+            "warn", "every candidate shows {what} ({reason} on {candidate}): taking it as the channel's "
+            "content; {kind} is not judged on this channel for {hours:g} h",
+            what=SHOWS[fault.kind], kind=WORDS[fault.kind], reason=fault.reason,
+            candidate=attempt.candidate.label, hours=hours,
         )
         for running in (self.attempt, self.standby):
             if running is not None:

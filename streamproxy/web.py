@@ -40,6 +40,7 @@ from .edge import EdgeSite
 from .hosts import BadHost, host_is_ours, machine_names, parse_host_header
 from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
+from .metrics import MetricsListener
 from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
@@ -354,6 +355,8 @@ class StreamProxyWeb:
     (:func:`~streamproxy.hosts.machine_names` when not given).
     ``providers`` is the :class:`~streamproxy.providers.ProviderSync` behind
     ``/api/providers`` and ``POST /refresh_providers`` (None: no providers).
+    ``metrics`` is the :class:`~streamproxy.metrics.Metrics` behind
+    ``/metrics`` (None: no metrics).
     """
 
     app = Klein()
@@ -362,7 +365,7 @@ class StreamProxyWeb:
     app.url_map.converters["static"] = StaticNameConverter
 
     def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None,
-                 own_names=None, providers=None):
+                 own_names=None, providers=None, metrics=None):
         if reactor is None:
             from twisted.internet import reactor
         self._config = config
@@ -372,6 +375,8 @@ class StreamProxyWeb:
         self._logs = logs
         self._dvr = dvr if dvr is not None else getattr(channels, "dvr", None)
         self._providers = providers
+        self._metrics = metrics
+        self._served = metrics if metrics is not None else MetricsListener()
         self._reactor = reactor
         self._playlists = PlaylistCache(ranking)
         self._static = _read_static(STATIC_DIR)
@@ -610,6 +615,7 @@ class StreamProxyWeb:
             text = ""
         else:
             text = await self._channels.playlist(channel_id, client=_host(request))
+            self._served.count_served("hls", len(text))
         request.setHeader(b"content-type", HLS_TYPE)
         request.setHeader(b"cache-control", b"no-cache")
         return text.encode("ascii")
@@ -642,6 +648,11 @@ class StreamProxyWeb:
         path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD", client=client)
         if path is None:
             return _text(request, f"No segment {name} on channel {channel_id}.", 404)
+        if request.method != b"HEAD":
+            try:
+                self._served.count_served("hls", os.path.getsize(path))
+            except OSError:
+                pass  # gone meanwhile: File answers 404
         resource = File(path, defaultType=SEGMENT_TYPE)
         # Twisted guesses types from /etc/mime.types, where .ts is a Qt
         # translation file on Debian.
@@ -743,6 +754,22 @@ class StreamProxyWeb:
             request.setHeader(b"x-frame-options", b"DENY")
             request.setHeader(b"referrer-policy", b"same-origin")
         return body
+
+    # Prometheus.
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    @_admin()
+    def metrics(self, request):
+        """
+        The daemon's metrics in the Prometheus text format (running
+        channels, viewers, slots, tunes, failovers, buffering events,
+        content faults, bytes served, tune and failover gap histograms),
+        answered by prometheus_client's Twisted resource.  Asks for
+        ``admin_password`` like the API.
+        """
+        if self._metrics is None:
+            return _text(request, "Metrics are not collected by this server.", 404)
+        return self._metrics.resource()
 
     # The JSON API.
 
