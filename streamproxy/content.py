@@ -62,7 +62,8 @@ REPORT_AFTER_SECONDS = 1
 # restarts its timestamps), not time that passed.
 MAX_CLOCK_STEP_SECONDS = 15.0
 
-# A start reported this long before the latest keyframe is clamped to it.
+# A start reported more than this before the latest keyframe is taken as
+# that long before it.
 MAX_REPORT_DELAY_SECONDS = 60.0
 
 # The key the check branch adds to every keyframe, so that ffmpeg prints
@@ -306,10 +307,12 @@ class ContentMonitor:
             self._clock = event.at
             return
         if event.started:
-            ago = 0.0
+            # Where the start lies from the latest keyframe: usually before
+            # it (reported late), silence a little after (audio runs ahead).
+            offset = 0.0
             if self._clock is not None:
-                ago = min(max(self._clock - event.at, 0.0), MAX_REPORT_DELAY_SECONDS)
-            self._since.setdefault(event.kind, self.now - ago)
+                offset = min(max(event.at - self._clock, -MAX_REPORT_DELAY_SECONDS), MAX_CLOCK_STEP_SECONDS)
+            self._since.setdefault(event.kind, self.now + offset)
         else:
             self._since.pop(event.kind, None)
             self._reported.discard(event.kind)
