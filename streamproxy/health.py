@@ -200,6 +200,8 @@ class HealthRecorder(Service, HealthListener):
         d.addCallback(self.observations.load)
         d.addErrback(lambda f: log.warn("Could not read the measured stream facts: {error}",
                                         error=f.getErrorMessage()))
+        # Fires once they are read (or could not be).
+        self.measurements_read = d
 
     def stopService(self):
         """
