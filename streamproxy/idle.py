@@ -20,6 +20,7 @@ from collections import deque
 from datetime import datetime
 
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import media
@@ -129,6 +130,8 @@ class IdleCheck:
         self._connection_reason = None
         self._timer = None
         self._stopping = False
+        # Fires once the check is over and its processes have exited.
+        self.finished = defer.Deferred()
 
     def start(self):
         """
@@ -239,6 +242,7 @@ class IdleCheck:
             self._timer.cancel()
         self.slot.release()
         self.done(self)
+        self.finished.callback(self)
 
     def describe(self):
         """
@@ -301,12 +305,17 @@ class IdleChecker(MultiService):
 
     def stopService(self):
         """
-        Stop looking, and stop a check under way.
+        Stop looking, and stop a check under way; fires once its processes
+        have exited.
         """
         d = super().stopService()
-        if self.check is not None:
-            self.check.stop("the daemon is shutting down")
-        return d
+        check = self.check
+        if check is None:
+            return d
+        check.stop("the daemon is shutting down")
+        ended = defer.Deferred()
+        check.finished.addBoth(lambda result: (ended.callback(None), result)[1])
+        return defer.DeferredList([d, ended], consumeErrors=True)
 
     def last_checked(self, candidate):
         """

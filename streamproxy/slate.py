@@ -141,12 +141,13 @@ class _Collect(ChildProtocol):
         (self.out if fd == 1 else self.err).append(data)
 
 
-def render_slate(reactor, settings, running=None):
+def render_slate(reactor, settings, running=None, stopped=lambda: False):
     """
     Make the slate with ffmpeg; a Deferred firing with a :class:`Slate`, or
     with None (logged) when it could not be made.  Without a usable font
     the picture carries no text.  ``running``, a list, holds the ffmpeg
-    process while it runs (to stop it at shutdown).
+    process while it runs (to stop it at shutdown); once ``stopped()`` is
+    true no further try is made.
     """
     running = running if running is not None else []
 
@@ -170,6 +171,8 @@ def render_slate(reactor, settings, running=None):
     def run():
         problem = None
         for text in (True, False):
+            if stopped():
+                return None
             try:
                 slate = yield attempt(text)
             except (SlateError, OSError) as e:
@@ -210,7 +213,7 @@ class SlateService(Service):
         Start making the slate (in the background: nothing waits for it).
         """
         super().startService()
-        self._making = render_slate(self.reactor, self.settings, self._running)
+        self._making = render_slate(self.reactor, self.settings, self._running, lambda: not self.running)
         self._making.addCallback(self._made)
         self._making.addErrback(lambda f: log.failure("Making the slate", f))
 
