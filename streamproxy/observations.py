@@ -12,6 +12,7 @@ columns), keyed by row id and a digest of the stream URL, so a row that
 now holds another stream does not inherit them.
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ SELECT_MEASUREMENTS = (
 )
 
 
+@functools.lru_cache(maxsize=65536)
 def url_digest(url):
     """
     A short digest of a stream URL: tells whether a row still holds the

@@ -268,3 +268,46 @@ class MetricsTests(StreamingTestCase):
         self.assertIn("streamproxy_tune_seconds_bucket", body)
         self.assertIn('streamproxy_served_bytes_total{format="hls"}', body)
         self.assertNotIn("http://", body)
+
+
+class IdleCheckTests(StreamingTestCase):
+    """
+    Idle checks with real ffprobe and ffmpeg.
+    """
+
+    @defer.inlineCallbacks
+    def test_checks_record_health_and_facts(self):
+        """
+        Two streams nobody watches, one fine and one black, are checked one
+        after the other; their rows say online and black, and the fine
+        one's picture size and bitrate are measured and kept.
+        """
+        from streamproxy.idle import START_DELAY_SECONDS
+
+        self.add("good")
+        self.add("dark", media="black")
+        yield self.serve(
+            [row(1, self.live("good"), source="prov_a"), row(2, self.live("dark"), source="prov_a")],
+            source_limits={"prov_a": 3}, idle_check_hours=1,
+        )
+        idle = self.parts["idle"]
+        idle.started_at -= START_DELAY_SECONDS
+        for _ in range(2):
+            idle.tick()
+            self.assertIsNotNone(idle.check)
+            yield wait_until(lambda: idle.check is None, timeout=30)
+        results = {r["channel_id"]: r for r in idle.status()["recent"]}
+        self.assertEqual(results["1"]["status"], "online", results)
+        self.assertEqual(results["2"]["status"], "black", results)
+        self.assertIn("320x180", results["1"]["measured"])
+        yield self.parts["health"].flush()
+        db = sqlite3.connect(self.config.db_path)
+        try:
+            status = dict(db.execute('SELECT rowid, "Stream-status" FROM LiveStreams').fetchall())
+            kept = db.execute("SELECT rowid_of, width, height, kbps FROM StreamMeasurements ORDER BY 1").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(status, {1: "online", 2: "black"})
+        self.assertEqual([k[:3] for k in kept], [(1, 320, 180), (2, 320, 180)])
+        self.assertGreater(kept[0][3], 100)
+        self.assertEqual(self.in_use(), {})
