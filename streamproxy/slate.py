@@ -227,6 +227,13 @@ class SlateService(Service):
     def _made(self, slate):
         self.slate = slate
 
+    @property
+    def making(self):
+        """
+        Whether the slate is still being made.
+        """
+        return self._making is not None and not self._making.called
+
     def current(self):
         """
         The slate, or None.
