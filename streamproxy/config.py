@@ -288,7 +288,9 @@ def _check_content_keys(key, value):
         return value
     if key == "idle_check_hours":
         if not _is_number(value) or value < 0:
-            raise ConfigError(f"idle_check_hours: must be a number of hours (0 turns idle checks off), not {value!r}")
+            raise ConfigError(
+                f"idle_check_hours: must be a number of hours (0 turns idle checks off), not {value!r}"
+            )
         return value
     if value is None:
         return ContentChecks()
@@ -305,17 +307,23 @@ def _check_content_keys(key, value):
             if item is None:
                 item = []
             if not isinstance(item, list):
-                raise ConfigError(f"content_checks.skip_channels: must be a list of channel numbers, not {_type_name(item)}")
+                raise ConfigError(
+                    f"content_checks.skip_channels: must be a list of channel numbers, not {_type_name(item)}"
+                )
             channels = []
             for entry in item:
                 try:
                     channels.append(normalize_channel_id(entry))
                 except ValueError:
-                    raise ConfigError(f"content_checks.skip_channels: {entry!r} is not a channel number (such as 7 or 7.1)")
+                    raise ConfigError(
+                        f"content_checks.skip_channels: {entry!r} is not a channel number (such as 7 or 7.1)"
+                    )
             values[name] = tuple(channels)
         else:
             if not _is_number(item) or item < 0:
-                raise ConfigError(f"content_checks.{name}: must be a number of seconds (0 turns this check off), not {item!r}")
+                raise ConfigError(
+                    f"content_checks.{name}: must be a number of seconds (0 turns this check off), not {item!r}"
+                )
             values[name] = item
     return ContentChecks(**values)
 

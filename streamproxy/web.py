@@ -335,8 +335,9 @@ class ProxySite(EdgeSite):
     displayTracebacks = False
 
     def log(self, request):
-        # The status and log pages poll the API every two seconds.
-        if request.code < 400 and request.uri.startswith((b"/channel/", b"/api/", b"/static/")):
+        # The status and log pages poll the API every two seconds, and
+        # Prometheus scrapes /metrics every few seconds.
+        if request.code < 400 and request.uri.startswith((b"/channel/", b"/api/", b"/static/", b"/metrics")):
             return
         super().log(request)
 

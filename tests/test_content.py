@@ -25,7 +25,8 @@ CAPTURED = {
     "[Parsed_metadata_4 @ 0x564e09c1a940] [info] lavfi.freezedetect.freeze_start=12": (FROZEN, True, 12.0),
     "[Parsed_metadata_2 @ 0x557c11396440] [info] lavfi.freezedetect.freeze_end=16.0213": (FROZEN, False, 16.0213),
     "[silencedetect @ 0x557c1133b4c0] [info] silence_start: 4.03515": (SILENT, True, 4.03515),
-    "[silencedetect @ 0x557c1133b4c0] [info] silence_end: 16.0424 | silence_duration: 12.0073": (SILENT, False, 16.0424),
+    "[silencedetect @ 0x557c1133b4c0] [info] silence_end: 16.0424 | silence_duration: 12.0073":
+        (SILENT, False, 16.0424),
 }
 IGNORED = (
     "[Parsed_metadata_2 @ 0x557c11396440] [info] lavfi.freezedetect.freeze_duration=10",
@@ -328,7 +329,8 @@ class ConfigTests(SynchronousTestCase):
         Each mistake is one sentence naming the key.
         """
         cases = [
-            ({"content_checks": {"black_second": 3}}, "content_checks: unknown key 'black_second'; did you mean 'black_seconds'?"),
+            ({"content_checks": {"black_second": 3}},
+             "content_checks: unknown key 'black_second'; did you mean 'black_seconds'?"),
             ({"content_checks": {"freeze_seconds": -1}}, "content_checks.freeze_seconds: must be a number"),
             ({"content_checks": {"skip_channels": ["abc"]}}, "content_checks.skip_channels: 'abc' is not a channel"),
             ({"content_checks": [1]}, "content_checks: must be a mapping"),
