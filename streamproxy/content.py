@@ -144,6 +144,11 @@ def output_options(checks, decoding_all=False):
     The second output that runs the checks and writes nothing (empty when
     ``checks`` is None).  The video branch always runs: its keyframes are
     the clock the durations are measured with.
+
+    What leaves the detectors is made tiny (16x16 pictures, 8 kHz mono
+    bytes): ffmpeg holds an output's packets until every one of its
+    streams has started, so a stream whose audio never decodes would
+    otherwise pile up whole decoded keyframes in memory.
     """
     if checks is None:
         return []
@@ -154,13 +159,14 @@ def output_options(checks, decoding_all=False):
         video.append(f"blackdetect=d=0:pix_th={BLACK_PIXEL_SHARE:g}:pic_th={BLACK_PICTURE_SHARE:g}")
     if checks.freeze_seconds > 0:
         video.append(f"freezedetect=n={FREEZE_NOISE_DB}dB:d={REPORT_AFTER_SECONDS}")
-    video += [f"metadata=mode=add:key={TICK_KEY}:value=1", "metadata=mode=print"]
+    video += [f"metadata=mode=add:key={TICK_KEY}:value=1", "metadata=mode=print", "scale=16:16:flags=neighbor"]
     argv = ["-map", "0:v:0", "-vf", ",".join(video), "-c:v", "wrapped_avframe"]
     if checks.silence_seconds > 0:
         argv += [
             "-map", "0:a:0?",
-            "-af", f"silencedetect=n={SILENCE_NOISE_DB}dB:d={REPORT_AFTER_SECONDS}",
-            "-c:a", "pcm_s16le",
+            "-af", f"silencedetect=n={SILENCE_NOISE_DB}dB:d={REPORT_AFTER_SECONDS},"
+                   "aresample=8000,aformat=sample_fmts=u8:channel_layouts=mono",
+            "-c:a", "pcm_u8",
         ]
     return argv + ["-f", "null", "-"]
 

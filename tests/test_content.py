@@ -58,7 +58,8 @@ class OptionsTests(SynchronousTestCase):
     def test_second_output_writes_nothing(self):
         """
         The check output maps the first video and (if any) first audio
-        stream through the detectors into the null muxer; a transcoded
+        stream through the detectors into the null muxer, what leaves them
+        made tiny; a transcoded
         stream's frames are thinned to keyframes by a filter instead.
         """
         argv = output_options(ContentChecks())
@@ -66,9 +67,10 @@ class OptionsTests(SynchronousTestCase):
         video = argv[argv.index("-vf") + 1]
         self.assertTrue(video.startswith("blackdetect=d=0:"), video)
         self.assertIn("freezedetect=n=-50dB:d=1", video)
-        self.assertTrue(video.endswith("metadata=mode=add:key=streamproxy.tick:value=1,metadata=mode=print"))
+        self.assertTrue(video.endswith("metadata=mode=add:key=streamproxy.tick:value=1,metadata=mode=print,"
+                                       "scale=16:16:flags=neighbor"))
         self.assertIn("0:a:0?", argv)
-        self.assertIn("silencedetect=n=-60dB:d=1", argv)
+        self.assertTrue(argv[argv.index("-af") + 1].startswith("silencedetect=n=-60dB:d=1,"))
         self.assertTrue(output_options(ContentChecks(), decoding_all=True)[3].startswith("select=key,"))
         self.assertEqual(output_options(None), [])
 
