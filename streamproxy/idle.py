@@ -57,6 +57,10 @@ CHECK_TIMEOUT_SECONDS = 60.0
 # Results kept for the status page.
 KEEP_RESULTS = 10
 
+# The list of streams due is worked out again at most this often (a table
+# may hold tens of thousands), seconds; sooner when the table is reloaded.
+DUE_LIST_SECONDS = 300.0
+
 # A stream delivering less than this many seconds of media failed the check.
 MIN_MEDIA_SECONDS = 2.0
 
@@ -293,6 +297,7 @@ class IdleChecker(MultiService):
         self.count = 0
         self.started_at = None
         self._table_times = (None, {})
+        self._due = (None, None, [])  # (catalog, when worked out, candidates due)
         periodic(TICK_SECONDS, self.tick, "the idle checks", reactor).setServiceParent(self)
 
     def startService(self):
@@ -342,16 +347,33 @@ class IdleChecker(MultiService):
             return
         if self.slots.waiting():
             return
-        due = due_candidates(self.store.catalog.candidates, now, self.period, self.last_checked,
-                             self.running_channels())
-        for candidate in due:
+        running = self.running_channels()
+        for candidate in self._due_now(now):
+            if candidate.channel_id in running:
+                continue
+            last = self.last_checked(candidate)
+            if last is not None and now - last < self.period:
+                continue  # it ran meanwhile
             if not self.slots.has_room(candidate.source, extra=SPARE_SLOTS, account=candidate.account):
                 continue
             slot = self.slots.acquire(candidate.source, "idle check", account=candidate.account)
             if slot is None:
                 continue
+            self._due[2].remove(candidate)
             self._start(candidate, slot)
             return
+
+    def _due_now(self, now):
+        """
+        The streams due, most overdue first, from a list worked out at most
+        every :data:`DUE_LIST_SECONDS` (each is dropped from it when its
+        check starts).
+        """
+        catalog, when, due = self._due
+        if catalog is not self.store.catalog or when is None or now - when >= DUE_LIST_SECONDS:
+            due = due_candidates(self.store.catalog.candidates, now, self.period, self.last_checked, set())
+            self._due = (self.store.catalog, now, due)
+        return list(due)
 
     def _start(self, candidate, slot):
         log.info("Idle check of {candidate} (channel {channel_id})", candidate=candidate.label,
