@@ -163,3 +163,33 @@ class RecorderTests(TestCase):
         self.recorder.stream_checked(candidate(1), "offline")
         yield self.recorder.flush()
         self.assertEqual(self.rows()[1][0], "online")
+
+
+class DashboardTests(SynchronousTestCase):
+    """
+    /api/channels shows what was seen and measured of each stream.
+    """
+
+    def test_seen_and_measured(self):
+        """
+        Each candidate carries its health seen since the start and its
+        measured facts (None when there are none), ranked by them.
+        """
+        from twisted.internet.task import Clock
+
+        from streamproxy.dashboard import Dashboard
+
+        from .test_web_api import FakeManager, FakeStore
+
+        streams = [candidate(1, "7", status="online"), candidate(2, "7", status="online")]
+        store = FakeStore(streams)
+        observations = Observations()
+        observations.note_status(1, "frozen", START)
+        observations.note_measurement(2, measured(streams[1], 1920, 1080, 50, 8000))
+        dashboard = Dashboard(store, Ranking((), (), observations), FakeManager(store), None, Clock())
+        answer = dashboard.channel_list()["channels"][0]["candidates"]
+        self.assertEqual([c["rowid"] for c in answer], [2, 1])
+        self.assertEqual(answer[1]["seen"], "frozen")
+        self.assertIsNone(answer[0]["seen"])
+        self.assertEqual(answer[0]["measured"]["height"], 1080)
+        self.assertIsNone(answer[1]["measured"])
