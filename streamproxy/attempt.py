@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import media
+from .content import CLOCK, ContentMonitor
 from .ffmpeg import Encoding, FFmpegProcess, ffmpeg_command, is_hls_url
 from .mpegts import PES, VIDEO, CLOCK_HZ, TSReader
 from .probe import probe
@@ -60,6 +61,14 @@ BUFFER_SECONDS = 6.0
 
 # Buffering events older than this no longer count towards buffer_threshold.
 BUFFER_WINDOW_SECONDS = 60.0
+
+# A black or frozen picture or a silence this close to its limit makes the
+# channel start its next candidate alongside, so that it is ready when the
+# limit is reached (about a second to start, plus margin).
+CONTENT_LEAD_SECONDS = 3.0
+
+# Runs shorter than this measure no bitrate worth keeping, seconds of media.
+MIN_MEASURED_SECONDS = 5.0
 
 
 class Phase(str, enum.Enum):
@@ -111,17 +120,39 @@ class AttemptOwner:
         ``attempt`` had a buffering event.
         """
 
+    def attempt_content_fault(self, attempt, fault):
+        """
+        ``attempt``'s picture or sound has been black, frozen or silent for
+        its limit (a :class:`~streamproxy.content.ContentFault`).  The owner
+        fails it, or keeps it and calls :meth:`Attempt.tolerate` or
+        :meth:`Attempt.snooze`.
+        """
+
+    def attempt_content_suspect(self, attempt, kind):
+        """
+        ``attempt`` is live and a fault of ``kind`` will reach its limit
+        soon: the next candidate may be started alongside.
+        """
+
+    def attempt_content_clear(self, attempt):
+        """
+        The fault :meth:`attempt_content_suspect` announced ended before
+        its limit.
+        """
+
 
 class Attempt:
     """
     One ffmpeg run on ``candidate`` holding ``slot``.
 
     ``channel_id`` goes into each of its log events as a field; ``prefix``
-    begins the names of the segments cut from its media.
+    begins the names of the segments cut from its media; ``checks`` (a
+    :class:`~streamproxy.content.ContentChecks`, or None) are the content
+    checks its ffmpeg runs.
     """
 
     def __init__(self, owner, number, candidate, slot, encoding, *, settings, slots, reactor,
-                 channel_id, prefix=""):
+                 channel_id, prefix="", checks=None):
         self.owner = owner
         self.number = number
         self.candidate = candidate
@@ -132,6 +163,11 @@ class Attempt:
         self.reactor = reactor
         self.channel_id = channel_id
         self.prefix = prefix
+        self.checks = checks
+        self.content = ContentMonitor(checks) if checks is not None else None
+        self.content_fault = None
+        self.measured = False
+        self._suspect = None
         self.phase = Phase.LAUNCHING
         self.started_at = reactor.seconds()
         self.live_at = None
@@ -168,8 +204,8 @@ class Attempt:
         spawn that fails (too many open files, a missing program) fails
         the attempt like any other problem.
         """
-        argv = ffmpeg_command(self.settings, self.candidate.url, self.encoding)
-        self.process = FFmpegProcess(self, self.candidate.label)
+        argv = ffmpeg_command(self.settings, self.candidate.url, self.encoding, self.checks)
+        self.process = FFmpegProcess(self, self.candidate.label, decoding=self.checks is not None)
         try:
             spawn(self.reactor, self.process, argv, self.settings.segment_dir, extra_fds=(3,))
         except Exception as e:
@@ -270,6 +306,68 @@ class Attempt:
 
     def ffmpeg_progress(self, progress):
         pass  # the media itself tells progress; the report stays for status
+
+    def ffmpeg_content(self, event):
+        if self.content is None or self.phase in (Phase.ENDING, Phase.ENDED):
+            return
+        self.content.feed(event)
+        if event.kind != CLOCK:
+            return
+        fault = self.content.fault()
+        if fault is not None:
+            self.content_fault = fault
+            self.owner.attempt_content_fault(self, fault)
+            return
+        if self.phase is not Phase.LIVE:
+            return
+        nearing = self.content.nearing(CONTENT_LEAD_SECONDS)
+        if nearing is not None and self._suspect is None:
+            self._suspect = nearing
+            self.owner.attempt_content_suspect(self, nearing)
+        elif nearing is None and self._suspect is not None:
+            self._suspect = None
+            self.owner.attempt_content_clear(self)
+
+    def tolerate(self, kind):
+        """
+        Stop judging ``kind`` of fault on this stream: it is the channel's
+        real content (every candidate shows it).
+        """
+        if self.content is not None:
+            self.content.tolerate(kind)
+        self.content_fault = None
+        if self._suspect == kind:
+            self._suspect = None
+
+    def snooze(self, kind):
+        """
+        Keep playing despite a fault of ``kind``; it is reported again once
+        it has lasted its limit once more.
+        """
+        if self.content is not None:
+            self.content.snooze(kind)
+        self.content_fault = None
+        self._suspect = None
+
+    def measurement(self, now):
+        """
+        What this run measured of its stream (a
+        :class:`~streamproxy.observations.Measurement`), or None when it
+        learned nothing: the picture size and frame rate from the stream
+        report, the bitrate once it ran :data:`MIN_MEASURED_SECONDS`.
+        """
+        from .observations import Measurement, url_digest
+
+        facts = self.facts
+        kbps = None
+        if self._media_seconds >= MIN_MEASURED_SECONDS:
+            kbps = round(self.bytes_read * 8 / 1000 / self._media_seconds)
+        if facts is None and kbps is None:
+            return None
+        return Measurement(
+            facts.width if facts else None, facts.height if facts else None, facts.fps if facts else None,
+            kbps, now, url_digest(self.candidate.url),
+        )
 
     def ffmpeg_media(self, data):
         if self.phase in (Phase.ENDING, Phase.ENDED):
@@ -523,6 +621,9 @@ class Attempt:
             "speed": progress.speed if progress else None,
             "bitrate_kbps": round(self.bytes_read * 8 / 1000 / live_for) if live_for and live_for >= 1 else None,
             "video": self.facts.video_codec if self.facts else None,
+            "size": f"{self.facts.width}x{self.facts.height}" if self.facts and self.facts.width else None,
+            "checks": list(self.checks.kinds) if self.checks is not None else [],
+            "content": self.content.status() if self.content is not None else {},
         }
 
 

@@ -204,10 +204,16 @@ def candidate_from_row(rowid, row, allowed_schemes=DEFAULT_SCHEMES, account=None
 class Ranking:
     """
     The user's preferences: earlier sources and qualities are better.
+
+    ``observations`` (a :class:`~streamproxy.observations.Observations`,
+    optional) are what the daemon saw of each stream since it started: the
+    latest health status wins over the table's, and measured facts break
+    the remaining ties.
     """
 
     source_priority: tuple = ()
     quality_priority: tuple = ()
+    observations: object = field(default=None, compare=False)
 
     def __post_init__(self):
         # Position lookups by dict: ranking runs for every channel of a
@@ -221,11 +227,22 @@ class Ranking:
 
         Recently failed candidates (``penalised`` row ids) go after all
         others; then source priority, then quality priority, unlisted values
-        last.  Python's sort is stable, so ties keep table order.
+        last; then health (:func:`health_rank`); then measured facts (more
+        pixels, a higher frame rate, a higher bitrate; unmeasured streams
+        last).  Python's sort is stable, so ties keep table order.
         """
         source_rank = self._sources.get(candidate.source, len(self.source_priority))
         quality_rank = self._qualities.get(candidate.quality, len(self.quality_priority))
-        return (candidate.rowid in penalised, source_rank, quality_rank, health_rank(candidate))
+        observations = self.observations
+        if observations is None:
+            return (candidate.rowid in penalised, source_rank, quality_rank, health_rank(candidate))
+        return (
+            candidate.rowid in penalised,
+            source_rank,
+            quality_rank,
+            health_rank(candidate, observations.status(candidate.rowid)),
+            observations.measured_key(candidate),
+        )
 
     def rank(self, candidates, penalised=frozenset()):
         """
@@ -246,19 +263,28 @@ def _positions(names):
     return positions
 
 
-_STATUS_RANK = {"online": 0, "buffering": 1, "": 2, "unknown": 2, "offline": 3}
+# Stream-status values, best first: a stream that showed a black or frozen
+# picture or no sound (streamproxy.content) ranks with the offline ones.
+_STATUS_RANK = {
+    "online": 0, "buffering": 1, "": 2, "unknown": 2, "offline": 3, "black": 3, "frozen": 3, "silent": 3,
+}
+
+# Shares of downtime this close count as the same, so that measured facts
+# can tell apart two streams that are about equally reliable.
+DOWN_SHARE_STEP = 0.05
 
 
-def health_rank(candidate):
+def health_rank(candidate, status=None):
     """
     Within one source and quality, a stream that has been working beats one
-    that has been failing: last known status first, then the share of time it
-    was seen down.  Streams never checked sit between the two.
+    that has been failing: last known status first (``status`` when given,
+    newer than the table's), then the share of time it was seen down (in
+    steps of 5 %).  Streams never checked sit between the two.
     """
-    status_rank = _STATUS_RANK.get(candidate.status, 2)
+    status_rank = _STATUS_RANK.get(status if status is not None else candidate.status, 2)
     seen = candidate.uptime + candidate.downtime
     down_share = candidate.downtime / seen if seen else 0.5
-    return (status_rank, down_share)
+    return (status_rank, int(down_share / DOWN_SHARE_STEP + 1e-9))
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
+from .channels import normalize_channel_id
+from .content import ContentChecks
 from .hosts import BadHost, normalize_allowed_host
 from .urls import DEFAULT_SCHEMES, NETWORK_SCHEMES
 
@@ -109,6 +111,11 @@ class Config:
     allowed_url_schemes: tuple = DEFAULT_SCHEMES
     allowed_hosts: tuple = ()
     providers: tuple = ()
+    # Streams that are up but useless, idle checks and the slate (see
+    # streamproxy.content, streamproxy.idle, streamproxy.slate).
+    content_checks: ContentChecks = field(default_factory=ContentChecks)
+    idle_check_hours: float = 24
+    slate: bool = True
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -235,6 +242,8 @@ def _check_key(key, value, base_dir):
         return limits
     if key == "providers":
         return _check_providers(value)
+    if key in ("content_checks", "idle_check_hours", "slate"):
+        return _check_content_keys(key, value)
     if key == "allowed_url_schemes":
         if not isinstance(value, list) or not value:
             fail(f"must be a list of URL schemes such as [http, https], not {_type_name(value)} ({value!r})")
@@ -264,6 +273,59 @@ def _check_key(key, value, base_dir):
                 fail(f"{item!r} {e}")
         return tuple(hosts)
     raise AssertionError(f"no check for key {key}")  # pragma: no cover
+
+
+CONTENT_CHECK_KEYS = ("black_seconds", "freeze_seconds", "silence_seconds", "skip_channels")
+
+
+def _check_content_keys(key, value):
+    """
+    ``content_checks:`` (a mapping), ``idle_check_hours`` and ``slate``.
+    """
+    if key == "slate":
+        if not isinstance(value, bool):
+            raise ConfigError(f"slate: must be true or false, not {_type_name(value)} ({value!r})")
+        return value
+    if key == "idle_check_hours":
+        if not _is_number(value) or value < 0:
+            raise ConfigError(
+                f"idle_check_hours: must be a number of hours (0 turns idle checks off), not {value!r}"
+            )
+        return value
+    if value is None:
+        return ContentChecks()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"content_checks: must be a mapping (black_seconds, freeze_seconds, silence_seconds, "
+            f"skip_channels), not {_type_name(value)}"
+        )
+    values = {}
+    for name, item in value.items():
+        if name not in CONTENT_CHECK_KEYS:
+            raise _unknown("content_checks", name, CONTENT_CHECK_KEYS)
+        if name == "skip_channels":
+            if item is None:
+                item = []
+            if not isinstance(item, list):
+                raise ConfigError(
+                    f"content_checks.skip_channels: must be a list of channel numbers, not {_type_name(item)}"
+                )
+            channels = []
+            for entry in item:
+                try:
+                    channels.append(normalize_channel_id(entry))
+                except ValueError:
+                    raise ConfigError(
+                        f"content_checks.skip_channels: {entry!r} is not a channel number (such as 7 or 7.1)"
+                    )
+            values[name] = tuple(channels)
+        else:
+            if not _is_number(item) or item < 0:
+                raise ConfigError(
+                    f"content_checks.{name}: must be a number of seconds (0 turns this check off), not {item!r}"
+                )
+            values[name] = item
+    return ContentChecks(**values)
 
 
 def _http_url(value, where, example):

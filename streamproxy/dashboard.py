@@ -78,6 +78,16 @@ def _owner(owner):
     return {"name": provider, "account": account, "matched": matched}
 
 
+def _measured(observations, candidate):
+    """
+    The measured facts of ``candidate`` (size, frame rate, bitrate), or None.
+    """
+    if observations is None:
+        return None
+    found = observations.measurement(candidate)
+    return found.as_dict() if found is not None else None
+
+
 class Dashboard:
     """
     Builds the ``/api/status`` and ``/api/channels`` answers.
@@ -159,6 +169,8 @@ class Dashboard:
         penalised = failures.recent(now) if failures is not None else frozenset()
         sessions = getattr(self._channels, "sessions", None) or {}
         urls = self._display_urls_of(catalog)
+        # What was seen of each stream since the start (health, measured facts).
+        observations = self._ranking.observations
         channels = []
         for channel_id in sorted(catalog.channels, key=channel_sort_key):
             candidates = catalog.channels[channel_id]
@@ -186,6 +198,8 @@ class Dashboard:
                         ),
                         "playing": candidate.rowid == playing,
                         "provider": _owner(catalog.owners.get(candidate.rowid)),
+                        "seen": observations.status(candidate.rowid) if observations is not None else None,
+                        "measured": _measured(observations, candidate),
                     }
                 )
             first = candidates[0]

@@ -172,6 +172,7 @@ class TSViewer(ChannelOutput):
     def _send(self, data):
         self._started = True
         self.bytes_sent += len(data)
+        self.session.count_served("ts", len(data))
         self.request.write(data)
         self._arm_keepalive()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from . import media
+from . import content, media
 from .processes import ChildProtocol
 from .urls import protocol_whitelist_options
 
@@ -71,12 +71,16 @@ class Encoding:
         return "copy"
 
 
-def ffmpeg_command(settings, url, encoding=Encoding()):
+def ffmpeg_command(settings, url, encoding=Encoding(), checks=None, seconds=None):
     """
     The argv that remuxes ``url`` to MPEG-TS on standard output, with
     progress reports on file descriptor :data:`PROGRESS_FD`.
 
-    ``settings`` is the daemon's :class:`streamproxy.config.Config`.
+    ``settings`` is the daemon's :class:`streamproxy.config.Config`;
+    ``checks`` (a :class:`~streamproxy.content.ContentChecks`, or None for
+    none) adds the content checks as a second output that writes nothing
+    (see :mod:`streamproxy.content`); ``seconds`` stops after that much of
+    the input (an idle check).
     """
     argv = [
         settings.ffmpeg_path,
@@ -95,8 +99,13 @@ def ffmpeg_command(settings, url, encoding=Encoding()):
         # Only the network protocols of allowed_url_schemes, for the input
         # and everything it opens (HLS segments, redirects): never file:.
         *protocol_whitelist_options(settings.allowed_url_schemes),
+        *content.input_options(checks, decoding_all=encoding.transcode_video),
+        *(["-t", f"{seconds:g}"] if seconds is not None else []),
         "-i",
         url,
+        # The content checks' output (nothing to write) comes first, so the
+        # MPEG-TS output stays the command's last word.
+        *content.output_options(checks, decoding_all=encoding.transcode_video),
         "-map",
         "0:v:0",
         "-map",
@@ -155,6 +164,8 @@ class FFmpegProcess(ChildProtocol):
     ``ffmpeg_report(facts)`` once the input streams are known,
     ``ffmpeg_event(event)`` for each classified stderr line,
     ``ffmpeg_progress(progress)`` for each progress block,
+    ``ffmpeg_content(event)`` for each finding of the content checks (a
+    :class:`~streamproxy.content.ContentEvent`),
     ``ffmpeg_media(data)`` for the MPEG-TS it writes, and
     ``ffmpeg_ended(process)`` when the process has exited.
     """
@@ -162,10 +173,13 @@ class FFmpegProcess(ChildProtocol):
     # Lines kept for the failure reason and the log viewer.
     KEEP_LINES = 20
 
-    def __init__(self, observer, label):
+    def __init__(self, observer, label, decoding=False):
         super().__init__()
         self.observer = observer
         self.label = label
+        # With content checks ffmpeg decodes the stream: decoders' complaints
+        # about a broken packet are logged but are not why it failed.
+        self.decoding = decoding
         self.facts = None
         self.last_progress = None
         self.recent_lines = []
@@ -192,6 +206,12 @@ class FFmpegProcess(ChildProtocol):
             if facts is not None:
                 self.facts = facts
                 self.observer.ffmpeg_report(facts)
+        found = content.parse_line(line)
+        if found is not None:
+            self.observer.ffmpeg_content(found)
+            return
+        if content.is_check_line(line):
+            return
         event = media.classify_stderr_line(line)
         if event is not None:
             if event.kind is media.EventKind.SEGMENT_OPENED:
@@ -202,8 +222,9 @@ class FFmpegProcess(ChildProtocol):
         level = _level(line)
         if level in ("warning", "error", "fatal", "panic"):
             masked = media.mask_url(line)
-            self.recent_lines.append(masked)
-            del self.recent_lines[: -self.KEEP_LINES]
+            if not (self.decoding and content.is_decoding_complaint(line)):
+                self.recent_lines.append(masked)
+                del self.recent_lines[: -self.KEEP_LINES]
             if masked != self._last_logged:
                 self._last_logged = masked
                 log.info("ffmpeg {label}: {line}", label=self.label, line=masked)

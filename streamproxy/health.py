@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .observations import CREATE_MEASUREMENTS, UPSERT_MEASUREMENT, Observations, measurement_rows, read_measurements
 from .periodic import guarded
 
 log = Logger()
@@ -30,6 +31,12 @@ ONLINE = "online"
 OFFLINE = "offline"
 BUFFERING = "buffering"
 UNKNOWN = "unknown"
+# A stream that played but showed a black or frozen picture, or no sound,
+# longer than content_checks allows (see streamproxy.content).
+BLACK = "black"
+FROZEN = "frozen"
+SILENT = "silent"
+CONTENT_STATUSES = (BLACK, FROZEN, SILENT)
 
 UPDATE_ROW = (
     'UPDATE LiveStreams SET "Stream-status" = ?, "Last-checked-time" = ?, '
@@ -79,12 +86,16 @@ def row_values(rowid, update, carry):
     )
 
 
-def write_updates(cursor, rows):
+def write_updates(cursor, rows, measurements=()):
     """
-    Apply ``rows`` (parameter tuples of :data:`UPDATE_ROW`) in the database
-    thread, as one transaction.
+    Apply ``rows`` (parameter tuples of :data:`UPDATE_ROW`) and
+    ``measurements`` (of :data:`~streamproxy.observations.UPSERT_MEASUREMENT`)
+    in the database thread, as one transaction.
     """
     cursor.executemany(UPDATE_ROW, rows)
+    if measurements:
+        cursor.execute(CREATE_MEASUREMENTS)
+        cursor.executemany(UPSERT_MEASUREMENT, measurements)
 
 
 class HealthListener:
@@ -118,6 +129,23 @@ class HealthListener:
         ``candidate`` was stopped while working.
         """
 
+    def stream_content_fault(self, candidate, kind, seconds_failing=0.0):
+        """
+        ``candidate`` showed a fault of ``kind`` (``black``, ``frozen``,
+        ``silent``) for ``seconds_failing`` and was given up.
+        """
+
+    def stream_checked(self, candidate, status):
+        """
+        An idle check of ``candidate`` found it ``status``.
+        """
+
+    def stream_measured(self, candidate, measurement):
+        """
+        ``candidate``'s facts were measured (a
+        :class:`~streamproxy.observations.Measurement`).
+        """
+
 
 class _Run:
     """
@@ -143,13 +171,15 @@ class HealthRecorder(Service, HealthListener):
 
     name = "health"
 
-    def __init__(self, store, reactor=None, interval=FLUSH_INTERVAL_SECONDS):
+    def __init__(self, store, reactor=None, interval=FLUSH_INTERVAL_SECONDS, observations=None):
         if reactor is None:
             from twisted.internet import reactor
         self._store = store
         self._reactor = reactor
         self.interval = interval
+        self.observations = observations if observations is not None else Observations()
         self.pending = {}
+        self.pending_measurements = {}
         self._carry = {}
         self._live = {}
         self._flushing = None
@@ -161,10 +191,17 @@ class HealthRecorder(Service, HealthListener):
 
     def startService(self):
         """
-        Start the periodic flush.
+        Start the periodic flush and read the measured facts kept from
+        earlier runs.
         """
         super().startService()
         self._loop.start(self.interval, now=False)
+        d = defer.maybeDeferred(self._store.run_interaction, read_measurements)
+        d.addCallback(self.observations.load)
+        d.addErrback(lambda f: log.warn("Could not read the measured stream facts: {error}",
+                                        error=f.getErrorMessage()))
+        # Fires once they are read (or could not be).
+        self.measurements_read = d
 
     def stopService(self):
         """
@@ -228,10 +265,37 @@ class HealthRecorder(Service, HealthListener):
         self._note(candidate.rowid, run.status)
         del self._live[candidate.rowid]
 
+    def stream_content_fault(self, candidate, kind, seconds_failing=0.0):
+        """
+        ``candidate`` showed a black or frozen picture, or no sound, for
+        ``seconds_failing`` and was given up: its status says which
+        (``black``, ``frozen``, ``silent``) and those seconds count as
+        down, as for :meth:`stream_failed`.
+        """
+        self.stream_failed(candidate, kind, seconds_failing)
+        self._note(candidate.rowid, kind)
+
+    def stream_checked(self, candidate, status):
+        """
+        An idle check found ``candidate`` ``status`` (``online``,
+        ``offline``, ``black``...); only its status and check time change.
+        """
+        if candidate.rowid in self._live:
+            return  # it plays meanwhile: the run tells more
+        self._note(candidate.rowid, status)
+
+    def stream_measured(self, candidate, measurement):
+        """
+        Keep ``measurement`` for ranking and write it at the next flush.
+        """
+        self.observations.note_measurement(candidate.rowid, measurement)
+        self.pending_measurements[candidate.rowid] = measurement
+
     # Bookkeeping.
 
     def _note(self, rowid, status, up=0.0, down=0.0):
         now = self._reactor.seconds()
+        self.observations.note_status(rowid, status, now)
         run = self._live.get(rowid)
         if run is not None and now > run.accrued_to:
             # A live run's time is counted up to now; the rest from here.
@@ -259,15 +323,16 @@ class HealthRecorder(Service, HealthListener):
             self._flushing.addBoth(lambda _: self.flush().chainDeferred(after))
             return after
         self._accrue_live()
-        if not self.pending:
+        if not self.pending and not self.pending_measurements:
             return defer.succeed(None)
         batch, self.pending = self.pending, {}
+        measured, self.pending_measurements = self.pending_measurements, {}
         rows = []
         carry = {}
         for rowid, update in sorted(batch.items()):
             values, carry[rowid] = row_values(rowid, update, self._carry.get(rowid, (0.0, 0.0)))
             rows.append(values)
-        d = defer.maybeDeferred(self._store.run_interaction, write_updates, rows)
+        d = defer.maybeDeferred(self._store.run_interaction, write_updates, rows, measurement_rows(measured))
 
         def written(_):
             self._carry.update(carry)
@@ -289,6 +354,8 @@ class HealthRecorder(Service, HealthListener):
             for rowid, update in batch.items():
                 newer = self.pending.get(rowid)
                 self.pending[rowid] = update.merge(newer) if newer is not None else update
+            for rowid, measurement in measured.items():
+                self.pending_measurements.setdefault(rowid, measurement)
 
         def done(_):
             self._flushing = None

@@ -8,7 +8,9 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from .content import ContentMemory
 from .dvr import OFF, idle_decision
+from .metrics import MetricsListener
 from .periodic import periodic
 from .processes import sweep_leftovers
 from .session import ChannelSession, FailureMemory
@@ -49,13 +51,18 @@ class ChannelManager(MultiService):
     :class:`~streamproxy.dvr.DVRTracker` (its ``is_watched`` is used when
     ``is_watched`` is not given; its state words stop reasons and its
     status goes to the status page).  ``health`` is told of every stream's
-    fate (:class:`~streamproxy.health.HealthRecorder`).
+    fate (:class:`~streamproxy.health.HealthRecorder`), ``metrics`` of
+    tunes, failovers and faults (:class:`~streamproxy.metrics.Metrics`).
+    ``slate`` is a callable giving the slate (:mod:`streamproxy.slate`) or
+    None.  ``idle_checks``, when set, is the
+    :class:`~streamproxy.idle.IdleChecker`, whose check gives way first
+    when a tune waits for a connection.
     """
 
     name = "channels"
 
     def __init__(self, settings, store, ranking, slots, reactor=None, is_watched=None,
-                 dvr=None, health=None):
+                 dvr=None, health=None, metrics=None, slate=None):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -69,6 +76,10 @@ class ChannelManager(MultiService):
         self.is_watched = is_watched or (lambda channel_id: False)
         self.dvr = dvr
         self.health = health
+        self.metrics = metrics if metrics is not None else MetricsListener()
+        self.slate = slate
+        self.idle_checks = None
+        self.content_memory = ContentMemory()
         self._shortages = {}
         self._making_room = set()
         if slots.on_shortage is None:
@@ -135,6 +146,9 @@ class ChannelManager(MultiService):
                 tag=f"s{tag}a",
                 on_finished=self._finished,
                 health=self.health,
+                metrics=self.metrics,
+                content_memory=self.content_memory,
+                slate=self.slate,
             )
             self.sessions[channel_id] = session
             session.start()
@@ -221,6 +235,10 @@ class ChannelManager(MultiService):
             else:
                 self._make_room(sources)
 
+    def _content_status(self, now):
+        slate = self.slate() if self.slate is not None else None
+        return _content_status_of(self.settings, self.content_memory, now, slate)
+
     def _dvr_state(self):
         return self.dvr.current_state() if self.dvr is not None else OFF
 
@@ -238,6 +256,9 @@ class ChannelManager(MultiService):
         active, so a tune waiting for that source gets its slot.
         """
         if not self.slots.waiting():
+            return
+        # An idle check gives way to a tune at once.
+        if self.idle_checks is not None and self.idle_checks.release(sources):
             return
         self._making_room &= set(self.sessions.values())
         if self._making_room:
@@ -269,11 +290,38 @@ class ChannelManager(MultiService):
             self._making_room.add(session)
             session.stop(f"{reason}; its {source} slot goes to a channel waiting for it")
 
+    def running_channels(self):
+        """
+        The ids of the channels running now.
+        """
+        return set(self.sessions)
+
+    def metrics_snapshot(self):
+        """
+        The gauges of ``/metrics``: channels by state, viewers by format,
+        connections in use and limits per source, tunes waiting for one.
+        """
+        channels = {}
+        viewers = {"hls": 0, "ts": 0}
+        for session in list(self.sessions.values()):
+            channels[session.state.value] = channels.get(session.state.value, 0) + 1
+            for kind, entries in session.viewers().items():
+                viewers[kind] = viewers.get(kind, 0) + len(entries)
+        return {
+            "channels": channels,
+            "viewers": viewers,
+            "slots": self.slots.usage({c.source for c in self.store.catalog.candidates}),
+            "waiting": self.slots.waiting(),
+        }
+
     def status(self):
         """
         The running channels and slot usage, for the status page and API.
         """
+        now = self.reactor.seconds()
         return {
+            "content_checks": self._content_status(now),
+            "idle_checks": self.idle_checks.status() if self.idle_checks is not None else {"enabled": False},
             "channels": [s.status() for s in self.sessions.values()],
             "sources": {
                 source: {"in_use": used, "limit": limit}
@@ -285,6 +333,18 @@ class ChannelManager(MultiService):
             "channels_dvr": self.dvr.status() if self.dvr is not None else {"state": OFF},
             "recently_ended": list(self.ended),
         }
+
+
+def _content_status_of(settings, memory, now, slate):
+    checks = settings.content_checks
+    return {
+        "black_seconds": checks.black_seconds,
+        "freeze_seconds": checks.freeze_seconds,
+        "silence_seconds": checks.silence_seconds,
+        "skip_channels": list(checks.skip_channels),
+        "tolerated": memory.status(now),
+        "slate": "off" if not settings.slate else ("ready" if slate is not None else "not made"),
+    }
 
 
 def _base36(number):

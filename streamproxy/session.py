@@ -16,8 +16,19 @@ Segmenter` (HLS segments in the channel's one
 
 Where the source has a spare connection, a switch is made before the old
 stream is let go: a forced switch starts the next candidate alongside and
-splices over once it is ready, and a stream that goes quiet gets its
-successor started while the stall verdict is still pending.
+splices over once it is ready, and a stream that goes quiet (or whose
+picture or sound has been black, frozen or silent for nearly its limit)
+gets its successor started while the verdict is still pending.
+
+A black or frozen picture or silence past its limit (``content_checks``)
+fails a candidate like a stall, unless every candidate of the channel shows
+the same: then it is the channel's real content (a radio station's still
+logo) and that kind of fault is not judged on the channel for a while
+(:class:`~streamproxy.content.ContentMemory`).
+
+When every candidate fails on a channel that had been playing, its viewers
+get the slate (:mod:`streamproxy.slate`) spliced in like any source, in a
+loop, until a candidate plays again.
 """
 
 import enum
@@ -28,9 +39,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .attempt import Attempt, AttemptOwner, Phase
+from .content import SHOWS, WORDS, ContentMemory
 from .ffmpeg import Encoding
 from .health import HealthListener
 from .hls import LivePlaylist, target_duration_for
+from .metrics import MetricsListener
 from .segmenter import CutPolicy, Segmenter
 from .timeline import ACCESS, Timeline
 
@@ -44,6 +57,9 @@ HLS_VIEWER_GRACE_SECONDS = 5.0
 # Pause before trying every candidate again after a whole round failed on
 # a channel that had been playing.
 ROUND_RETRY_SECONDS = 2.0
+
+# The timeline source number of the slate (attempts count from 1).
+SLATE_SOURCE = 0
 
 
 class ChannelUnavailable(Exception):
@@ -144,7 +160,8 @@ class ChannelSession(AttemptOwner):
     """
 
     def __init__(self, channel_id, candidates, *, settings, slots, ranking, failures,
-                 reactor, tag, on_finished=None, health=None):
+                 reactor, tag, on_finished=None, health=None, metrics=None, content_memory=None,
+                 slate=None):
         self.channel_id = channel_id
         self.candidates = tuple(candidates)
         self.settings = settings
@@ -155,6 +172,17 @@ class ChannelSession(AttemptOwner):
         self.tag = tag
         self.on_finished = on_finished
         self.health = health if health is not None else HealthListener()
+        self.metrics = metrics if metrics is not None else MetricsListener()
+        # Kinds of content fault every candidate showed: not judged here.
+        self.content_memory = content_memory if content_memory is not None else ContentMemory()
+        self.tolerated = set(self.content_memory.tolerated(channel_id, reactor.seconds()))
+        self._content_seen = {}
+        # A callable giving the slate (None until made, or turned off).
+        self._slate = slate if slate is not None else (lambda: None)
+        self._slate_call = None
+        self._slate_since = None
+        self._slate_passes = 0
+        self._tune_counted = False
         self.folder = os.path.join(settings.segment_dir, f"ch{channel_id}")
         target = target_duration_for(settings.hls_time)
         self.playlist = LivePlaylist(target, settings.hls_list_size)
@@ -214,6 +242,13 @@ class ChannelSession(AttemptOwner):
     def _log(self, level, text, **fields):
         getattr(log, level)("channel {channel_id}: " + text, channel_id=self.channel_id, **fields)
 
+    def _count(self, event, *args):
+        # Metrics must never disturb the stream either.
+        try:
+            getattr(self.metrics, event)(*args)
+        except Exception:
+            log.failure("channel {channel_id}: counting {event}", channel_id=self.channel_id, event=event)
+
     def _tell(self, event, *args):
         # Health bookkeeping must never disturb the stream.
         try:
@@ -252,6 +287,12 @@ class ChannelSession(AttemptOwner):
                 for address, (first, last) in sorted(self._hls_viewers.items())
             ],
         }
+
+    def count_served(self, kind, count):
+        """
+        ``count`` bytes of ``kind`` (``ts``, ``hls``) went to a viewer.
+        """
+        self.metrics.count_served(kind, count)
 
     def viewer_dropped(self):
         """
@@ -448,7 +489,45 @@ class ChannelSession(AttemptOwner):
     def _retry_later(self):
         self._move(S.RETRYING)
         self.tried = {}
+        self._show_slate()
         self._retry_call = self.reactor.callLater(ROUND_RETRY_SECONDS, self._retry_round)
+
+    # The slate.
+
+    def _show_slate(self):
+        """
+        Put the slate on, in a loop, for the viewers of a channel that had
+        been playing, until a candidate plays again.
+        """
+        slate = self._slate() if self.settings.slate else None
+        if slate is None or self._slate_since is not None or self.live_since is None or self.ended:
+            return
+        self._log("info", "showing the slate (temporarily unavailable) while every candidate is retried")
+        self._publish(self.segmenter.flush())
+        self._slate_since = self.reactor.seconds()
+        self._slate_passes = 0
+        self.timeline.splice(SLATE_SOURCE)
+        self._slate_pass(slate)
+
+    def _slate_pass(self, slate):
+        self._slate_call = None
+        if self._slate_since is None or self.ended:
+            return
+        units = slate.loop(self._slate_passes)
+        self._slate_passes += 1
+        self._media(units)
+        # Passes follow the wall clock, so the slate plays at real time.
+        due = self._slate_since + self._slate_passes * slate.seconds
+        self._slate_call = self.reactor.callLater(max(0.0, due - self.reactor.seconds()), self._slate_pass, slate)
+
+    def _hide_slate(self):
+        if self._slate_call is not None and self._slate_call.active():
+            self._slate_call.cancel()
+        self._slate_call = None
+        if self._slate_since is not None:
+            self._log("info", "the slate was shown for {seconds:.0f} s",
+                      seconds=self.reactor.seconds() - self._slate_since)
+        self._slate_since = None
 
     def _retry_round(self):
         self._retry_call = None
@@ -466,6 +545,7 @@ class ChannelSession(AttemptOwner):
             self, self.attempt_count, candidate, slot, encoding,
             settings=self.settings, slots=self.slots, reactor=self.reactor,
             channel_id=self.channel_id, prefix=f"{self.tag}{self.attempt_count:02d}",
+            checks=self.settings.content_checks.for_channel(self.channel_id, self.tolerated),
         )
 
     def _launch(self, candidate, slot, encoding):
@@ -494,7 +574,8 @@ class ChannelSession(AttemptOwner):
             self._log(
                 "info", "starting {candidate} alongside {current} ({purpose})",
                 candidate=candidate.label, current=current.label,
-                purpose="switch requested" if purpose == "switch" else "no media for a moment",
+                purpose={"switch": "switch requested", "content": "its picture or sound is failing"}.get(
+                    purpose, "no media for a moment"),
             )
             self._standby_for = purpose
             self.standby = self._new_attempt(candidate, slot, Encoding())
@@ -595,6 +676,85 @@ class ChannelSession(AttemptOwner):
     def attempt_buffering(self, attempt, reason):
         if attempt is self.attempt:
             self._tell("stream_buffering", attempt.candidate)
+            self._count("buffering", attempt.candidate.source, reason)
+
+    # Black, frozen, silent.
+
+    def attempt_content_fault(self, attempt, fault):
+        if attempt is not self.attempt and attempt is not self.standby:
+            return
+        candidate = attempt.candidate
+        self._count("content_fault", candidate.source, fault.kind)
+        self._content_seen.setdefault(fault.kind, set()).add(candidate.rowid)
+        if self._every_candidate_shows(fault.kind):
+            self._tolerate(fault, attempt)
+            return
+        if attempt is self.attempt and attempt.phase is Phase.LIVE and not self._can_switch_from(attempt):
+            self._log(
+                "warn", "{candidate}: {reason}, but no other candidate can be started now (their sources "
+                "are full); it stays on and is judged again in {limit:g} s",
+                candidate=candidate.label, reason=fault.reason, limit=attempt.checks.limit(fault.kind),
+            )
+            attempt.snooze(fault.kind)
+            return
+        self.attempt_failed(attempt, fault.reason)
+
+    def _every_candidate_shows(self, kind):
+        """
+        Whether every candidate of the channel showed ``kind`` of fault in
+        this session or failed recently (for any reason): then nothing
+        better can be had, and the fault is the channel's real content.
+        """
+        seen = self._content_seen.get(kind, set())
+        failed = self.failures.recent(self.reactor.seconds())
+        return all(c.rowid in seen or c.rowid in failed for c in self.candidates)
+
+    def _tolerate(self, fault, attempt):
+        self.tolerated.add(fault.kind)
+        self.content_memory.tolerate(self.channel_id, fault.kind, self.reactor.seconds())
+        hours = self.content_memory.seconds / 3600
+        self._log(
+            "warn", "every candidate shows {what} ({reason} on {candidate}): taking it as the channel's "
+            "content; {kind} is not judged on this channel for {hours:g} h",
+            what=SHOWS[fault.kind], kind=WORDS[fault.kind], reason=fault.reason,
+            candidate=attempt.candidate.label, hours=hours,
+        )
+        for running in (self.attempt, self.standby):
+            if running is not None:
+                running.tolerate(fault.kind)
+        if self._standby_for == "content":
+            self._drop_standby(f"{WORDS[fault.kind]} is the channel's content")
+
+    def _can_switch_from(self, attempt):
+        """
+        Whether another candidate could be started now: its source (and
+        account) has a free connection, or it can use this one's.
+        """
+        if self.standby is not None:
+            return True
+        current = attempt.candidate
+        for candidate in self.ranked():
+            if candidate.rowid == current.rowid or candidate.rowid in self.tried:
+                continue
+            if (candidate.source, candidate.account) == (current.source, current.account):
+                return True
+            if self.slots.has_room(candidate.source, account=candidate.account):
+                return True
+        return False
+
+    def attempt_content_suspect(self, attempt, kind):
+        if attempt is not self.attempt or self.state is not S.LIVE:
+            return
+        others = [c for c in self.candidates if c.rowid != attempt.candidate.rowid]
+        if not others:
+            return
+        if self._start_standby("content"):
+            self._log("info", "{candidate}: {what} for a while; the next candidate is ready alongside",
+                      candidate=attempt.candidate.label, what=WORDS[kind])
+
+    def attempt_content_clear(self, attempt):
+        if attempt is self.attempt and self._standby_for == "content":
+            self._drop_standby(f"{attempt.candidate.label} looks and sounds right again")
 
     # Going live and switching.
 
@@ -602,6 +762,7 @@ class ChannelSession(AttemptOwner):
         now = self.reactor.seconds()
         previous = self.state
         self._release_kept_slot()
+        self._hide_slate()
         units = attempt.go_live()
         self.timeline.splice(attempt.number)
         self._move(S.LIVE)
@@ -615,6 +776,10 @@ class ChannelSession(AttemptOwner):
             # Wall time from the old stream's last media to the new one's.
             until = switch.get("media_until")
             switch["gap"] = round(now - (switch["at"] if until is None else until), 2)
+            self._count("failover_gap", switch["gap"])
+        if not self._tune_counted:
+            self._tune_counted = True
+            self._count("tune_outcome", "live", now - self.started_at)
         self._media(units)
 
     def _splice_to_standby(self, reason):
@@ -627,6 +792,8 @@ class ChannelSession(AttemptOwner):
         now = self.reactor.seconds()
         self.failovers.append({"at": now, "from": old.candidate.label, "reason": reason, "gap": None,
                                "media_until": old.last_media_at})
+        self._count("failover", old.candidate.source, reason)
+        self._measure(old)
         self._tell("stream_stopped", old.candidate, now - (old.live_at or now))
         self._log("info", "{old} replaced by {new}: {reason}", old=old.candidate.label, new=new.candidate.label,
                   reason=reason)
@@ -664,6 +831,7 @@ class ChannelSession(AttemptOwner):
         if penalise:
             self._penalise(attempt, reason)
         elif was_live:
+            self._measure(attempt)
             self._tell("stream_stopped", candidate, now - attempt.live_at)
         self.tried[candidate.rowid] = (candidate.label, reason)
         kept_for = (candidate.source, candidate.account)
@@ -676,6 +844,7 @@ class ChannelSession(AttemptOwner):
         if was_live:
             self.failovers.append({"at": now, "from": candidate.label, "reason": reason, "gap": None,
                                    "media_until": attempt.last_media_at})
+            self._count("failover", candidate.source, reason)
             self._move(S.SWITCHING)
             self._publish(self.segmenter.flush())
         standby, self.standby, self._standby_for = self.standby, None, None
@@ -689,10 +858,26 @@ class ChannelSession(AttemptOwner):
         self._end_attempt(attempt, keep_slot=True)
         self._next_candidate()
 
+    def _measure(self, attempt):
+        """
+        Report what ``attempt`` measured of its stream (size, frame rate,
+        bitrate), before its end is reported: it ranks the candidates.
+        """
+        if attempt.validated and not attempt.measured:
+            attempt.measured = True
+            measurement = attempt.measurement(self.reactor.seconds())
+            if measurement is not None:
+                self._tell("stream_measured", attempt.candidate, measurement)
+
     def _penalise(self, attempt, reason):
+        self._measure(attempt)
         now = self.reactor.seconds()
         self.failures.record(attempt.candidate.rowid, now, reason)
         since = attempt.last_media_at if attempt.live_at is not None else attempt.started_at
+        fault = attempt.content_fault
+        if fault is not None and fault.reason == reason:
+            self._tell("stream_content_fault", attempt.candidate, fault.kind, fault.seconds)
+            return
         self._tell("stream_failed", attempt.candidate, reason, now - (since or attempt.started_at))
 
     def _restart(self, attempt, encoding):
@@ -809,6 +994,8 @@ class ChannelSession(AttemptOwner):
             return
         self._log("error", "unavailable: {reason}", reason=reason)
         if self.state is S.STARTING:
+            self._tune_counted = True
+            self._count("tune_outcome", "no_slot" if reason.startswith("no free connection") else "unavailable")
             self._move(S.FAILED)
         else:
             self._move(S.STOPPED)
@@ -823,6 +1010,9 @@ class ChannelSession(AttemptOwner):
         """
         if not self.ended:
             log.info("channel {channel_id} stopped: {reason}", channel_id=self.channel_id, reason=reason)
+            if not self._tune_counted:
+                self._tune_counted = True
+                self._count("tune_outcome", "abandoned")
             self._move(S.STOPPED)
             self.reason = reason
             self._shut(ChannelUnavailable(f"channel {self.channel_id} stopped: {reason}"))
@@ -832,6 +1022,7 @@ class ChannelSession(AttemptOwner):
 
     def _shut(self, error):
         self._cancel_slot_wait()
+        self._hide_slate()
         if self._quick_check is not None and self._quick_check.active():
             self._quick_check.cancel()
         if self._retry_call is not None and self._retry_call.active():
@@ -845,6 +1036,7 @@ class ChannelSession(AttemptOwner):
             if attempt is None:
                 continue
             if attempt.phase is Phase.LIVE:
+                self._measure(attempt)
                 self._tell("stream_stopped", attempt.candidate, self.reactor.seconds() - attempt.live_at)
             self._end_attempt(attempt)
         self.attempt = self.standby = None
@@ -898,6 +1090,8 @@ class ChannelSession(AttemptOwner):
             "measured_kbps": self.playlist.bitrate_kbps(),
             "viewers": self.viewers(),
             "slow_viewers_dropped": self.slow_viewers_dropped,
+            "slate_for": round(now - self._slate_since, 1) if self._slate_since is not None else None,
+            "content_tolerated": sorted(self.tolerated),
         }
 
 

@@ -14,9 +14,13 @@ from .channels import Ranking
 from .config import ConfigError, load_config
 from .dvr import DVRTracker
 from .health import HealthRecorder
+from .idle import IdleChecker
 from .logs import LogBuffer, LogService
 from .manager import ChannelManager
+from .metrics import Metrics
+from .observations import Observations
 from .providers import ProviderSync
+from .slate import SlateService
 from .slots import SourceSlots
 from .store import ChannelStore, StoreError, prepare_database
 from .web import ProxySite, StreamProxyWeb
@@ -66,13 +70,16 @@ def build_services(config, reactor=None):
     store.setServiceParent(root)
     # After the store: services stop in reverse order, so the last health
     # write is queued before the store closes its pool.
-    health = HealthRecorder(store, reactor=reactor)
+    # What the daemon sees of each stream (health, measured facts): written
+    # by the health recorder, read by the ranking and the idle checks.
+    observations = Observations()
+    health = HealthRecorder(store, reactor=reactor, observations=observations)
     health.setServiceParent(root)
     dvr = DVRTracker(
         config.channels_dvr_url, config.dvr_poll_interval, _http_client(reactor), reactor=reactor
     )
     dvr.setServiceParent(root)
-    ranking = Ranking(config.source_priority, config.quality_priority)
+    ranking = Ranking(config.source_priority, config.quality_priority, observations)
     slots = SourceSlots(config.source_limits)
     # After the store, so it stops (and finishes a sync's transaction)
     # before the store closes its pool.
@@ -86,12 +93,28 @@ def build_services(config, reactor=None):
         allowed_schemes=config.allowed_url_schemes,
     )
     providers.setServiceParent(root)
+    # Content checks, idle checks, the slate and metrics (issue 13).
+    metrics = Metrics(reactor=reactor)
+    slate = SlateService(config, reactor=reactor) if config.slate else None
     channels = ChannelManager(
-        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health
+        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health, metrics=metrics,
+        slate=slate.current if slate is not None else None,
     )
     channels.setServiceParent(root)
+    metrics.set_snapshot(channels.metrics_snapshot)
+    if slate is not None:
+        # After the channel manager, whose start-up sweep would take the
+        # ffmpeg making the slate for a leftover.
+        slate.setServiceParent(root)
+    idle = None
+    if config.idle_check_hours > 0:
+        idle = IdleChecker(config, store, slots, channels.running_channels, health, observations,
+                           reactor=reactor, metrics=metrics)
+        idle.setServiceParent(root)
+        channels.idle_checks = idle
     web = StreamProxyWeb(
-        config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers
+        config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers,
+        metrics=metrics,
     )
     site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
@@ -106,6 +129,9 @@ def build_services(config, reactor=None):
         "channels": channels,
         "slots": slots,
         "providers": providers,
+        "metrics": metrics,
+        "slate": slate,
+        "idle": idle,
         "web": web,
         "site": site,
         "listener": listener,

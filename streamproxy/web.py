@@ -41,6 +41,7 @@ from .edge import EdgeSite
 from .hosts import BadHost, host_is_ours, machine_names, parse_host_header
 from .logs import LEVELS, BadLogQuery, check_level
 from .manager import UnknownChannel
+from .metrics import MetricsListener
 from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
@@ -335,8 +336,9 @@ class ProxySite(EdgeSite):
     displayTracebacks = False
 
     def log(self, request):
-        # The status and log pages poll the API every two seconds.
-        if request.code < 400 and request.uri.startswith((b"/channel/", b"/api/", b"/static/")):
+        # The status and log pages poll the API every two seconds, and
+        # Prometheus scrapes /metrics every few seconds.
+        if request.code < 400 and request.uri.startswith((b"/channel/", b"/api/", b"/static/", b"/metrics")):
             return
         super().log(request)
 
@@ -355,6 +357,8 @@ class StreamProxyWeb:
     (:func:`~streamproxy.hosts.machine_names` when not given).
     ``providers`` is the :class:`~streamproxy.providers.ProviderSync` behind
     ``/api/providers`` and ``POST /refresh_providers`` (None: no providers).
+    ``metrics`` is the :class:`~streamproxy.metrics.Metrics` behind
+    ``/metrics`` (None: no metrics).
     """
 
     app = Klein()
@@ -363,7 +367,7 @@ class StreamProxyWeb:
     app.url_map.converters["static"] = StaticNameConverter
 
     def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None,
-                 own_names=None, providers=None):
+                 own_names=None, providers=None, metrics=None):
         if reactor is None:
             from twisted.internet import reactor
         self._config = config
@@ -373,6 +377,8 @@ class StreamProxyWeb:
         self._logs = logs
         self._dvr = dvr if dvr is not None else getattr(channels, "dvr", None)
         self._providers = providers
+        self._metrics = metrics
+        self._served = metrics if metrics is not None else MetricsListener()
         self._reactor = reactor
         self._playlists = PlaylistCache(ranking)
         self._static = _read_static(STATIC_DIR)
@@ -413,7 +419,9 @@ class StreamProxyWeb:
             if session.ended or not len(session.playlist):
                 return None
             session.touch(_host(request))
-            return _playlist_answer(request, session.playlist.render())
+            text = session.playlist.render()
+            self._served.count_served("hls", len(text))
+            return _playlist_answer(request, text)
         if not _SEGMENT_NAME.fullmatch(name) or name == "stream.ts":
             return None
         path = self._channels.segment_path(channel_id, name, client=_host(request))
@@ -424,6 +432,7 @@ class StreamProxyWeb:
                 body = f.read()
         except OSError:
             return None  # deleted meanwhile: the route answers 404
+        self._served.count_served("hls", len(body))
         _open_to_any_origin(request)
         request.setHeader(b"content-type", SEGMENT_TYPE.encode())
         return body
@@ -653,6 +662,7 @@ class StreamProxyWeb:
             text = ""
         else:
             text = await self._channels.playlist(channel_id, client=_host(request))
+            self._served.count_served("hls", len(text))
         return _playlist_answer(request, text)
 
     @app.route("/channel/<channel:channel_id>/stream.ts", methods=["GET", "HEAD"])
@@ -683,6 +693,11 @@ class StreamProxyWeb:
         path = self._channels.segment_path(channel_id, name, touch=request.method != b"HEAD", client=client)
         if path is None:
             return _text(request, f"No segment {name} on channel {channel_id}.", 404)
+        if request.method != b"HEAD":
+            try:
+                self._served.count_served("hls", os.path.getsize(path))
+            except OSError:
+                pass  # gone meanwhile: File answers 404
         resource = File(path, defaultType=SEGMENT_TYPE)
         # Twisted guesses types from /etc/mime.types, where .ts is a Qt
         # translation file on Debian.
@@ -784,6 +799,22 @@ class StreamProxyWeb:
             request.setHeader(b"x-frame-options", b"DENY")
             request.setHeader(b"referrer-policy", b"same-origin")
         return body
+
+    # Prometheus.
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    @_admin()
+    def metrics(self, request):
+        """
+        The daemon's metrics in the Prometheus text format (running
+        channels, viewers, slots, tunes, failovers, buffering events,
+        content faults, bytes served, tune and failover gap histograms),
+        answered by prometheus_client's Twisted resource.  Asks for
+        ``admin_password`` like the API.
+        """
+        if self._metrics is None:
+            return _text(request, "Metrics are not collected by this server.", 404)
+        return self._metrics.resource()
 
     # The JSON API.
 

@@ -230,6 +230,10 @@ class StreamingTestCase(TestCase):
         self.addCleanup(self.shutdown)
         store = self.parts["store"]
         yield wait_until(lambda: len(store.catalog.candidates) == len(rows), timeout=10)
+        # The slate is made by an ffmpeg of its own at start: let it finish,
+        # so the children a test counts are the channels' alone.
+        slate = self.parts["slate"]
+        yield wait_until(lambda: slate is None or not slate.making, timeout=15)
 
     @defer.inlineCallbacks
     def shutdown(self):

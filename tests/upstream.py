@@ -44,6 +44,28 @@ _VIDEO_IN = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]
 _AUDIO_IN = ["-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:sample_rate=48000"]
 _GOP = ["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"]
 _AAC = ["-c:a", "aac", "-b:a", "64k", "-ac", "2"]
+_H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *_GOP,
+         "-b:v", "400k", "-maxrate", "400k", "-bufsize", "400k", "-x264-params", "nal-hrd=cbr"]
+
+# Streams that are up but useless (content checks): a black picture, a held
+# frame, silence; the "_later" ones are the normal test picture and tone
+# until CONTENT_FAULT_AT seconds, then the fault until the end.
+CONTENT_FAULT_AT = 12.0
+_BLACK_IN = ["-f", "lavfi", "-i", "color=c=black:size=320x180:rate=25"]
+_HELD_IN = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25,trim=end_frame=1,tpad=stop=-1:stop_mode=clone"]
+_SILENCE_IN = ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
+
+
+def _later(video="", audio=""):
+    """
+    Inputs that are the normal picture and tone, with ``video`` / ``audio``
+    filters (``enable``'d from CONTENT_FAULT_AT on) appended.
+    """
+    return ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25" + video,
+            "-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:sample_rate=48000" + audio]
+
+
+_FROM_FAULT = f"enable='gte(t,{CONTENT_FAULT_AT:g})'"
 _RECIPES = {
     "av": _VIDEO_IN + _AUDIO_IN + ["-map", "0:v", "-map", "1:a",
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *_GOP,
@@ -55,6 +77,18 @@ _RECIPES = {
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *_GOP,
         "-b:v", "5M", "-maxrate", "5M", "-bufsize", "5M",
         "-x264-params", "nal-hrd=cbr", "-c:a", "aac", "-b:a", "128k", "-ac", "2"],
+    "black": _BLACK_IN + _AUDIO_IN + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
+    "frozen": _HELD_IN + _AUDIO_IN + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
+    "silent": _VIDEO_IN + _SILENCE_IN + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
+    "black_later": _later(video=f",drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:{_FROM_FAULT}")
+        + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
+    # The picture at CONTENT_FAULT_AT, held: the frames before it, then that
+    # one for as long as the stream lasts.
+    "frozen_later": ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25,"
+                     f"trim=end_frame={round(CONTENT_FAULT_AT * 25) + 1},tpad=stop=-1:stop_mode=clone"]
+        + _AUDIO_IN + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
+    "silent_later": _later(audio=f",volume=volume=0:{_FROM_FAULT}")
+        + ["-map", "0:v", "-map", "1:a", *_H264, *_AAC],
     # A codec browsers/HLS players can't take: forces the proxy to transcode.
     "mpeg2": _VIDEO_IN + _AUDIO_IN + ["-map", "0:v", "-map", "1:a",
         "-c:v", "mpeg2video", "-pix_fmt", "yuv420p", *_GOP,

@@ -11,6 +11,7 @@ const STATE_TEXT = {
   starting: "starting",
   live: "live",
   switching: "switching",
+  retrying: "retrying",
   buffering: "buffering",
   failed: "failed",
   stopped: "stopped",
@@ -255,6 +256,7 @@ function makeCard(entry) {
     el("dl", { class: "facts" },
       field("stream", "Stream"), field("url", "URL"), field("live", "Live for"),
       field("viewers", "Viewers"), field("ffmpeg", "ffmpeg"), field("buffering", "Buffering"),
+      field("content", "Picture, sound"),
       field("failovers", "Failovers"), field("tried", "Tried")),
     el("div", { class: "actions" },
       el("button", { type: "button", class: "preview-btn", onclick: () => preview(id, fields.name.textContent) }, "Preview"),
@@ -288,6 +290,8 @@ function updateCard(card, entry, now) {
     const kbps = current.bitrate_kbps || entry.measured_kbps;
     setText(f.ffmpeg, `${speed} · ${kbps ? Math.round(kbps) + " kbit/s" : "bitrate –"}`);
     setText(f.buffering, `${current.buffer_events} event${current.buffer_events === 1 ? "" : "s"} in the last minute`);
+  } else if (entry.slate_for !== null && entry.slate_for !== undefined) {
+    setText(f.stream, `showing the slate (temporarily unavailable) for ${duration(entry.slate_for)} while every candidate is retried`);
   } else {
     setText(f.stream, entry.state === "switching" ? "starting the next candidate…" : "no stream yet");
     setText(f.url, "");
@@ -308,9 +312,67 @@ function updateCard(card, entry, now) {
   setText(f.failovers, last
     ? `${entry.failovers} · last ${duration(now - last.at)} ago from ${last.from}: ${last.reason}`
     : "none");
+  setText(f.content, contentText(entry));
+  f.content.classList.toggle("error-text", !!(current && current.content && Object.keys(current.content).length));
   const tried = entry.tried || [];
   setText(f.tried, tried.length ? tried.map((t) => `${t.candidate}: ${t.reason}`).join("\n") : "none");
   f.tried.classList.toggle("error-text", tried.some((t) => t.reason !== "switched by request"));
+}
+
+const FAULT_WORDS = { black: "black picture", frozen: "frozen picture", silent: "no sound" };
+
+function contentText(entry) {
+  const current = entry.current;
+  const parts = [];
+  if (current) {
+    const checks = current.checks || [];
+    parts.push(checks.length ? `checked: ${checks.map((k) => FAULT_WORDS[k] || k).join(", ")}` : "not checked");
+    for (const [kind, seconds] of Object.entries(current.content || {})) {
+      parts.push(`${FAULT_WORDS[kind] || kind} for ${duration(seconds)}`);
+    }
+    if (current.size) parts.push(current.size);
+  }
+  for (const kind of entry.content_tolerated || []) {
+    parts.push(`${FAULT_WORDS[kind] || kind} taken as the channel's content`);
+  }
+  return parts.join(" · ") || "–";
+}
+
+function renderChecks(content, idle, now) {
+  const box = document.getElementById("checks");
+  box.className = "";
+  if (!content) {
+    box.replaceChildren(el("p", { class: "muted small" }, "–"));
+    return;
+  }
+  const limit = (s) => (s ? `${s} s` : "off");
+  const rows = [
+    el("p", { class: "small" }, `black ${limit(content.black_seconds)} · frozen ${limit(content.freeze_seconds)} · ` +
+      `silent ${limit(content.silence_seconds)} · slate ${content.slate}`),
+  ];
+  if ((content.skip_channels || []).length) {
+    rows.push(el("p", { class: "small muted" }, `not checked: channel ${content.skip_channels.join(", ")}`));
+  }
+  const tolerated = content.tolerated || [];
+  if (tolerated.length) {
+    rows.push(el("ul", { class: "small" }, tolerated.map((t) =>
+      el("li", {}, `channel ${t.channel_id}: ${FAULT_WORDS[t.kind] || t.kind} taken as its content for ${duration(t.until - now)}`))));
+  }
+  if (!idle || !idle.enabled) {
+    rows.push(el("p", { class: "small muted" }, "Idle checks off (idle_check_hours)."));
+  } else {
+    rows.push(el("p", { class: "small" }, `Idle checks every ${idle.hours} h · ${idle.checked} done since the start`));
+    if (idle.checking) {
+      rows.push(el("p", { class: "small muted" }, `checking ${idle.checking.candidate} (channel ${idle.checking.channel_id}, ${idle.checking.phase})`));
+    }
+    const recent = idle.recent || [];
+    if (recent.length) {
+      rows.push(el("ul", { class: "small" }, recent.slice(0, 5).map((r) =>
+        el("li", { class: r.status === "online" || r.status === "stopped" ? "" : "error-text" },
+          `${r.candidate}: ${r.status}${r.reason ? " (" + r.reason + ")" : ""}${r.measured ? " · " + r.measured : ""}`))));
+    }
+  }
+  box.replaceChildren(...rows);
 }
 
 function renderRunning(channels, now) {
@@ -360,6 +422,7 @@ async function step() {
     renderSources(status.sources);
     renderDvr(status.dvr, status.now);
     renderDatabase(status.database || {}, status.waiting_for_slot);
+    renderChecks(status.content_checks, status.idle_checks, status.now);
     renderEnded(status.recently_ended);
     renderProviders(await api("GET", "/api/providers"));
     setConnection(true, `updated ${clock(Date.now() / 1000)}`);
@@ -399,12 +462,21 @@ function renderChannel(ch) {
         el("span", { class: "src" }, c.source || "unnamed source"),
         el("span", { class: "q" }, `quality ${c.quality || "?"}`),
         c.provider ? el("span", { class: "small muted" }, `${c.provider.account} · matched by ${c.provider.matched}`) : null,
-        el("span", { class: `badge health-${c.status || "unknown"}` }, c.status || "unchecked"),
+        el("span", { class: `badge health-${c.seen || c.status || "unknown"}` }, c.seen || c.status || "unchecked"),
         el("span", { class: "small muted" }, checkedText(c.last_checked)),
+        c.measured ? el("span", { class: "small muted" }, measuredText(c.measured)) : null,
         upText(c) ? el("span", { class: "small muted" }, upText(c)) : null,
         el("span", { class: "badge state-live playing-tag", hidden: true }, "playing"),
         c.failed_recently !== null ? el("span", { class: "small error-text" }, `failed recently: ${c.failed_recently}`) : null,
         el("span", { class: "url small" }, c.url)))));
+}
+
+function measuredText(m) {
+  const parts = [];
+  if (m.width && m.height) parts.push(`${m.width}×${m.height}`);
+  if (m.fps) parts.push(`${Math.round(m.fps * 100) / 100} fps`);
+  if (m.kbps) parts.push(`${m.kbps} kbit/s`);
+  return parts.join(" · ");
 }
 
 function markRunningInList() {
@@ -448,7 +520,7 @@ async function loadChannels(announce) {
     channelList = answer.channels.map((ch) => ({
       ...ch,
       search: [ch.channel_id, ch.name, ch.group, ...(ch.playlists || []),
-        ...ch.candidates.flatMap((c) => [c.source, c.name, `q${c.quality}`, c.status])].join(" ").toLowerCase(),
+        ...ch.candidates.flatMap((c) => [c.source, c.name, `q${c.quality}`, c.status, c.seen])].join(" ").toLowerCase(),
     }));
     for (const ch of channelList) {
       const playing = ch.candidates.find((c) => c.playing);
