@@ -144,3 +144,58 @@ def fetch(client, url, reactor, timeout=None, max_bytes=None):
         raise FetchError(describe_failure(failure, timeout))
 
     return d.addErrback(failed)
+
+
+class _FileBody:
+    """
+    Writes a body to an open file as it arrives, up to ``limit`` bytes.
+    """
+
+    def __init__(self, file, limit):
+        self.file = file
+        self.limit = limit
+        self.size = 0
+
+    def __call__(self, data):
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FetchError(f"the answer is larger than {self.limit // (1024 * 1024)} MB")
+        self.file.write(data)
+
+
+def fetch_to_file(client, url, reactor, file, timeout, max_bytes):
+    """
+    GET ``url`` and write the body of a 200 answer to the binary ``file``
+    as it arrives, so a guide of hundreds of MB never sits in memory
+    (treq unpacks ``Content-Encoding: gzip``; a ``.gz`` or ``.xz`` file is
+    written as it is, for the reader to unpack).  A Deferred firing with
+    the number of bytes written.
+
+    Fails with :class:`FetchError` (never naming the URL) as :func:`fetch`
+    does: another status, more than ``max_bytes``, more than ``timeout``
+    seconds for the whole answer, a connection that could not be made or
+    broke.
+    """
+
+    def answered(response):
+        if response.code != 200:
+            treq.collect(response, lambda data: None).addErrback(lambda f: None)
+            raise FetchError(f"HTTP {response.code} {_phrase(response)}".strip())
+        body = _FileBody(file, max_bytes)
+        return treq.collect(response, body).addCallback(lambda _: body.size)
+
+    d = defer.maybeDeferred(
+        client.get,
+        url,
+        headers={b"User-Agent": [b"streamproxy"]},
+        timeout=timeout,
+        reactor=reactor,
+        unbuffered=True,
+    )
+    d.addCallback(answered)
+    d.addTimeout(timeout, reactor)
+
+    def failed(failure):
+        raise FetchError(describe_failure(failure, timeout))
+
+    return d.addErrback(failed)

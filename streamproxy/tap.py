@@ -13,7 +13,11 @@ from twisted.python import usage
 from .channels import Ranking
 from .config import ConfigError, load_config
 from .dvr import DVRTracker
-from .health import HealthRecorder
+from .codec_memory import CodecMemory
+from .discovery import DiscoveryService
+from .guide import GuideService
+from .hdhomerun import Tuners
+from .health import HealthListeners, HealthRecorder
 from .logs import LogBuffer, LogService
 from .manager import ChannelManager
 from .providers import ProviderSync
@@ -86,12 +90,26 @@ def build_services(config, reactor=None):
         allowed_schemes=config.allowed_url_schemes,
     )
     providers.setServiceParent(root)
+    # The codecs each stream was served with, for playlists and lineups (issue 11).
+    media = CodecMemory()
     channels = ChannelManager(
-        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health
+        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=HealthListeners(health, media)
     )
     channels.setServiceParent(root)
+    # HDHomeRun emulation and the XMLTV guide (issue 11).
+    guide = GuideService(config.guide_sources, config.guide_refresh_hours, _http_client(reactor),
+                         providers=providers, reactor=reactor)
+    guide.setServiceParent(root)
+    tuners = discovery = None
+    if config.hdhomerun.enabled:
+        tuners = Tuners(config.hdhomerun, store, slots, ranking, media=media, channels=channels)
+        tuners.setServiceParent(root)
+        if config.hdhomerun.discovery:
+            discovery = DiscoveryService(tuners, config.port, config.interface, reactor)
+            discovery.setServiceParent(root)
     web = StreamProxyWeb(
-        config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers
+        config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers,
+        tuners=tuners, guide=guide, media=media,
     )
     site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
@@ -106,6 +124,10 @@ def build_services(config, reactor=None):
         "channels": channels,
         "slots": slots,
         "providers": providers,
+        "media": media,
+        "guide": guide,
+        "tuners": tuners,
+        "discovery": discovery,
         "web": web,
         "site": site,
         "listener": listener,
