@@ -313,6 +313,7 @@ class GuideService(MultiService):
             return _relay(result) if isinstance(result, defer.Deferred) else defer.succeed(result)
         version = self.version
         d = defer.maybeDeferred(self._run_in_thread, self._build, channels, ranking, self.guides())
+        self._built[name] = (channels, version, d)
 
         def built(data):
             current = self._built.get(name)
@@ -327,9 +328,6 @@ class GuideService(MultiService):
             return failure
 
         d.addCallbacks(built, failed)
-        if d.called:
-            return d
-        self._built[name] = (channels, version, d)
         return _relay(d)
 
     @staticmethod

@@ -35,10 +35,13 @@ from .playlists import channel_display_name, channel_logo, clean
 # hundred MB, and a gzip bomb must stop somewhere.
 MAX_GUIDE_BYTES = 1024 * 1024 * 1024
 
-# A channel's programmes are compressed once this much of them waits, and
+# A channel's programmes are compressed once this much of them waits, or
+# once the guide moves on to another channel with at least MIN_BLOCK_BYTES
+# of them waiting (a guide ordered by channel leaves nothing behind), and
 # every channel's once all waiting ones reach PENDING_LIMIT_BYTES (a guide
 # ordered by time rather than by channel).
 BLOCK_BYTES = 32 * 1024
+MIN_BLOCK_BYTES = 4 * 1024
 PENDING_LIMIT_BYTES = 16 * 1024 * 1024
 COMPRESSION_LEVEL = 6
 
@@ -88,9 +91,9 @@ def _decompressed(stream, layers=2):
     buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
     magic = buffered.peek(6)[:6]
     if layers and magic.startswith(_GZIP_MAGIC):
-        return _decompressed(gzip.GzipFile(fileobj=buffered), layers - 1)
+        return _decompressed(gzip.GzipFile(fileobj=buffered, mode="rb"), layers - 1)
     if layers and magic.startswith(_XZ_MAGIC):
-        return _decompressed(lzma.LZMAFile(buffered), layers - 1)
+        return _decompressed(lzma.LZMAFile(buffered, mode="rb"), layers - 1)
     return buffered
 
 
@@ -141,6 +144,7 @@ class _Builder:
         self.guide = SourceGuide()
         self._pending = {}
         self._pending_bytes = 0
+        self._last = None
 
     def channel(self, element):
         channel_id = (element.get("id") or "").strip()
@@ -168,6 +172,12 @@ class _Builder:
         del element.attrib["channel"]
         element.tail = None
         data = ET.tostring(element, encoding="utf-8")
+        last = self._last
+        if last != channel_id:
+            self._last = channel_id
+            waiting = self._pending.get(last)
+            if waiting is not None and waiting[1] >= MIN_BLOCK_BYTES:
+                self._compress(last)
         pending = self._pending.get(channel_id)
         if pending is None:
             pending = self._pending[channel_id] = [[], 0]
