@@ -24,7 +24,9 @@ import zlib
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .fetch import FetchError, fetch_to_file
 from .health import iso_utc
@@ -337,8 +339,8 @@ class GuideService(MultiService):
 
     def plain(self, gzipped):
         """
-        A Deferred firing with ``gzipped`` unpacked (for a client that does
-        not take gzip), unpacked in a thread.
+        A Deferred firing with ``gzipped`` unpacked, unpacked in a thread
+        (for tools; requests are answered with :func:`write_unpacked`).
         """
         return defer.maybeDeferred(self._run_in_thread, zlib.decompress, gzipped, 16 + zlib.MAX_WBITS)
 
@@ -352,3 +354,72 @@ class GuideService(MultiService):
             "refreshing": self._refreshing is not None,
             "sources": [source.status() for source in self.sources()],
         }
+
+
+# Bytes unpacked per step when a guide goes to a client that does not take
+# gzip: the answer is made as the client reads it, never whole in memory.
+UNPACK_STEP_BYTES = 256 * 1024
+
+
+@implementer(IPushProducer)
+class _Unpacker:
+    """
+    Writes a gzip document to ``request`` unpacked, a step at a time while
+    the connection takes more (a push producer: the transport pauses it
+    when its buffer is full and resumes it once drained).
+    """
+
+    def __init__(self, request, gzipped):
+        self._request = request
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = gzipped
+        self._paused = False
+        self._stopped = False
+        self.done = defer.Deferred()
+
+    def start(self):
+        self._request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._request.registerProducer(self, True)
+        self._produce()
+        return self.done
+
+    def _produce(self):
+        while not self._paused and not self._stopped:
+            data = self._inflater.decompress(self._pending, UNPACK_STEP_BYTES)
+            self._pending = self._inflater.unconsumed_tail
+            if not data and not self._pending:
+                data = self._inflater.flush()
+                if data:
+                    self._request.write(data)
+                self._end()
+                return
+            self._request.write(data)
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._produce()
+
+    def stopProducing(self):
+        self._end()
+
+    def _end(self):
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._request.unregisterProducer()
+        except Exception:
+            pass  # the connection is gone
+        self.done.callback(None)
+
+
+def write_unpacked(request, gzipped):
+    """
+    Answer ``request`` with the gzip document ``gzipped`` unpacked, as the
+    client reads it (memory stays a step, whatever the guide's size); a
+    Deferred that fires once it is all written or the client left.
+    """
+    return _Unpacker(request, gzipped).start()

@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import re
-import zlib
 from urllib.parse import quote, urlsplit
 
 from klein import Klein
@@ -46,6 +45,7 @@ from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
 from .urls import mask_text
+from .guide import write_unpacked
 from .xmltv import gzipped_guide
 
 log = Logger()
@@ -843,9 +843,9 @@ class StreamProxyWeb:
             if gzip_ok:
                 request.setHeader(b"content-encoding", b"gzip")
                 return gzipped
-            if self._guide is not None:
-                return self._guide.plain(gzipped)
-            return zlib.decompress(gzipped, 16 + zlib.MAX_WBITS)
+            if request.method == b"HEAD":
+                return b""
+            return write_unpacked(request, gzipped).addCallback(lambda _: b"")
 
         return built.addCallback(answer)
 
