@@ -233,8 +233,9 @@ class TunerWebTests(TestCase):
     def test_auto_tunes_the_channel_ignoring_query_parameters(self):
         """
         /auto/v<n> tunes the channel as MPEG-TS whatever query parameters
-        come with it (Jellyfin's ?transcode=mobile); a channel not in the
-        device's lineup is 404; HEAD answers without tuning.
+        come with it (Jellyfin's ?transcode=mobile), as does the lineup's
+        stream.ts URL; a channel not in the device's lineup is 404; HEAD
+        answers without tuning.
         """
         self.web()
         response, body = yield self.get("http://h/auto/v7?transcode=mobile")
@@ -251,6 +252,10 @@ class TunerWebTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["video/mp2t"])
         self.assertEqual(self.channels.tuned, ["7", "20"])
+        # The lineup's own URLs, with Jellyfin's parameter appended.
+        response, body = yield self.get("http://h/channel/8/stream.ts?transcode=mobile")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(self.channels.tuned, ["7", "20", "8"])
 
     @defer.inlineCallbacks
     def test_open_to_tuner_clients(self):
