@@ -120,14 +120,26 @@ def fetch(client, url, reactor, timeout=None, max_bytes=None):
     timeout = FETCH_TIMEOUT_SECONDS if timeout is None else timeout
     max_bytes = MAX_ANSWER_BYTES if max_bytes is None else max_bytes
 
+    def read(response):
+        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding", [])).lower()
+        body = _Body(max_bytes, b"gzip" in encoding)
+        return treq.collect(response, body).addCallback(lambda _: body.result())
+
+    return _get(client, url, reactor, timeout, read)
+
+
+def _get(client, url, reactor, timeout, read):
+    """
+    GET ``url`` and ``read(response)`` a 200 answer (a Deferred), within
+    ``timeout`` seconds for the whole; every failure a :class:`FetchError`.
+    """
+
     def answered(response):
         if response.code != 200:
             # Read and drop the body so the connection is freed.
             treq.collect(response, lambda data: None).addErrback(lambda f: None)
             raise FetchError(f"HTTP {response.code} {_phrase(response)}".strip())
-        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding", [])).lower()
-        body = _Body(max_bytes, b"gzip" in encoding)
-        return treq.collect(response, body).addCallback(lambda _: body.result())
+        return read(response)
 
     d = defer.maybeDeferred(
         client.get,
@@ -177,25 +189,8 @@ def fetch_to_file(client, url, reactor, file, timeout, max_bytes):
     broke.
     """
 
-    def answered(response):
-        if response.code != 200:
-            treq.collect(response, lambda data: None).addErrback(lambda f: None)
-            raise FetchError(f"HTTP {response.code} {_phrase(response)}".strip())
+    def read(response):
         body = _FileBody(file, max_bytes)
         return treq.collect(response, body).addCallback(lambda _: body.size)
 
-    d = defer.maybeDeferred(
-        client.get,
-        url,
-        headers={b"User-Agent": [b"streamproxy"]},
-        timeout=timeout,
-        reactor=reactor,
-        unbuffered=True,
-    )
-    d.addCallback(answered)
-    d.addTimeout(timeout, reactor)
-
-    def failed(failure):
-        raise FetchError(describe_failure(failure, timeout))
-
-    return d.addErrback(failed)
+    return _get(client, url, reactor, timeout, read)

@@ -314,6 +314,7 @@ class Tuners(Service):
         self._channels = channels
         self.seed = None
         self._waiting = []
+        self._sources_of = (None, {})
 
     # Identity.
 
@@ -402,14 +403,28 @@ class Tuners(Service):
         device_id, auth = derive_identity(self.seed, key or "")
         if key == root and self.settings.device_id:
             device_id = self.settings.device_id
-        channels = self._store.catalog.playlists.get(key, {}) if key else {}
         if self.settings.tuner_count is not None:
             count = self.settings.tuner_count
         else:
-            sources = {c.source for candidates in channels.values() for c in candidates}
+            sources = self._sources(key)
             count = tuner_count(sources, self._slots.limit) if sources else 1
         name = f"{self.settings.friendly_name} {key}" if key else self.settings.friendly_name
         return Device(key, device_id, auth, name, count, is_root)
+
+    def _sources(self, playlist):
+        """
+        The sources of ``playlist``'s channels, worked out once per catalog
+        (discovery asks on every request).
+        """
+        catalog = self._store.catalog
+        if self._sources_of[0] is not catalog:
+            self._sources_of = (catalog, {})
+        found = self._sources_of[1].get(playlist)
+        if found is None:
+            channels = catalog.playlists.get(playlist, {}) if playlist else {}
+            found = frozenset(c.source for candidates in channels.values() for c in candidates)
+            self._sources_of[1][playlist] = found
+        return found
 
     def devices(self):
         """

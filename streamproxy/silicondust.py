@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from .hdhomerun import NotReady
+from .hosts import on_local_network
 
 log = Logger()
 
@@ -252,7 +253,8 @@ class DiscoveryProtocol(protocol.DatagramProtocol):
     Answers discovery requests on UDP.  ``tuners`` is the
     :class:`~streamproxy.hdhomerun.Tuners`; ``base_for(address)`` is the
     ``http://ip:port`` under which the requester at ``address`` reaches us.
-    Malformed packets are dropped silently (a UDP port is open to anyone).
+    Malformed packets, and requests from outside the local network (see
+    :func:`~streamproxy.hosts.on_local_network`), are dropped silently.
     """
 
     noisy = False
@@ -262,6 +264,8 @@ class DiscoveryProtocol(protocol.DatagramProtocol):
         self._base_for = base_for
 
     def datagramReceived(self, data, address):
+        if not on_local_network(address[0]):
+            return
         try:
             devices = self._tuners.devices()
         except NotReady:

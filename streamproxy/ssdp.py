@@ -6,7 +6,8 @@ A search sent to the multicast group (239.255.255.250:1900) or straight to
 this host whose ``ST`` is ``ssdp:all``, ``upnp:rootdevice``,
 ``urn:schemas-upnp-org:device:MediaServer:1`` or ``uuid:<DeviceID>`` is
 answered, to the sender only, with one reply per device (per ST for
-``ssdp:all``) whose ``LOCATION`` is that device's ``device.xml``.  The
+``ssdp:all``) whose ``LOCATION`` is that device's ``device.xml``; searches
+from outside the local network are not.  The
 answer goes out at once, whatever ``MX`` says: a handful of devices
 cannot flood anyone.
 """
@@ -15,6 +16,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from .hdhomerun import NotReady
+from .hosts import on_local_network
 
 log = Logger()
 
@@ -121,8 +123,8 @@ class SSDPProtocol(protocol.DatagramProtocol):
         self._base_for = base_for
 
     def datagramReceived(self, data, address):
-        if not data.startswith((b"M-SEARCH", b"m-search")):
-            return  # NOTIFY and answers of other devices
+        if not data.startswith((b"M-SEARCH", b"m-search")) or not on_local_network(address[0]):
+            return  # NOTIFY, answers of other devices, searches from afar
         try:
             devices = self._tuners.devices()
         except NotReady:

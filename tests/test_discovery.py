@@ -130,6 +130,9 @@ class DiscoveryReplyTests(SynchronousTestCase):
     """
 
     def base_of(self, device):
+        """
+        The device's base URL on a LAN address.
+        """
         return "http://10.0.0.2:9090" + device.base_path()
 
     def test_wildcard_request(self):
@@ -227,10 +230,16 @@ class SSDPTests(SynchronousTestCase):
     """
 
     def search(self, st, man='"ssdp:discover"'):
+        """
+        An M-SEARCH for ``st`` as Plex sends it.
+        """
         return (f"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: {man}\r\nMX: 1\r\n"
                 f"ST: {st}\r\n\r\n").encode()
 
     def base_of(self, device):
+        """
+        The device's base URL on a LAN address.
+        """
         return "http://10.0.0.2:9090" + device.base_path()
 
     def test_media_server_search(self):
@@ -488,3 +497,40 @@ def unframe_all(data, count):
         found.append(dict(decode_fields(payload)))
         data = data[size:]
     return found
+
+
+class LocalNetworkTests(SynchronousTestCase):
+    """
+    Where discovery answers come from.
+    """
+
+    def test_local_addresses(self):
+        """
+        Loopback, private, link-local and shared (100.64/10) addresses are
+        local; public ones and garbage are not, so discovery never answers
+        (and amplifies for) the internet.
+        """
+        from streamproxy.hosts import on_local_network
+
+        for address in ("127.0.0.1", "10.1.2.3", "192.168.1.20", "172.16.0.9", "169.254.3.4",
+                        "100.100.1.1", "::1", "fe80::1", "fd00::5", "::ffff:192.168.1.2"):
+            self.assertTrue(on_local_network(address), address)
+        for address in ("8.8.8.8", "1.1.1.1", "2001:4860::8888", "nonsense", ""):
+            self.assertFalse(on_local_network(address), address)
+
+    def test_protocols_ignore_requests_from_afar(self):
+        """
+        A discovery request or an M-SEARCH from a public address gets no
+        answer; the same from the local network does.
+        """
+        search = (b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\n'
+                  b"ST: ssdp:all\r\n\r\n")
+        for proto, data in ((silicondust.DiscoveryProtocol(FakeTuners(), lambda peer: "http://x:1"),
+                             discover_request()),
+                            (ssdp.SSDPProtocol(FakeTuners(), lambda peer: "http://x:1"), search)):
+            sent = []
+            proto.transport = type("T", (), {"write": lambda self, d, a: sent.append(a)})()
+            proto.datagramReceived(data, ("8.8.8.8", 1234))
+            self.assertEqual(sent, [])
+            proto.datagramReceived(data, ("192.168.1.7", 1234))
+            self.assertTrue(sent)

@@ -99,6 +99,9 @@ class GuideServiceTests(SynchronousTestCase):
         return service
 
     def logged(self):
+        """
+        Every line logged during the test, as text.
+        """
         return "\n".join(formatEvent(e) for e in self.events)
 
     def test_fetched_at_start_in_every_form(self):
@@ -265,7 +268,14 @@ class GuideServiceTests(SynchronousTestCase):
         pending = defer.Deferred()
 
         class Hanging:
+            """
+            An HTTP client whose answer never comes.
+            """
+
             def get(self, *args, **kwargs):
+                """
+                The answer that never comes.
+                """
                 return pending
 
         service = GuideService(["http://guides.test/guide.xml"], 12, Hanging(), reactor=self.clock,

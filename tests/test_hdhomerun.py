@@ -240,6 +240,9 @@ class TunersTests(SynchronousTestCase):
         return tuners
 
     def rows(self):
+        """
+        Three candidates: two channels in "main", one in "sports".
+        """
         return [
             candidate(1, "7", source="a", m3u="main"),
             candidate(2, "8", source="b", m3u="main"),

@@ -142,12 +142,18 @@ class TunerWebTests(TestCase):
 
     @defer.inlineCallbacks
     def get(self, url, method="GET", **kwargs):
+        """
+        ``(response, body)`` of one request through StubTreq.
+        """
         response = yield self.client.request(method, url, **kwargs)
         body = yield response.content()
         return response, body
 
     @defer.inlineCallbacks
     def json(self, url, **kwargs):
+        """
+        The JSON of a 200 answer.
+        """
         response, body = yield self.get(url, **kwargs)
         self.assertEqual(response.code, 200, body)
         return json.loads(body)
