@@ -79,44 +79,58 @@ class DiscoveryService(Service):
 
     def startService(self):
         """
-        Open the three listeners; each that cannot be opened is one warning.
+        Open the listeners; a port that cannot be opened is one warning
+        (one for port 65001 whether its UDP side, its TCP side or both are
+        taken).
         """
         super().startService()
         if ":" in self._interface:
             self._warn("HDHomeRun discovery is off: it works over IPv4 and the daemon listens on {interface} only",
                        interface=self._interface)
             return
-        self._listen("discovery", "UDP", self.discovery_port, lambda: self._reactor.listenUDP(
-            self.discovery_port, silicondust.DiscoveryProtocol(self._tuners, self.base_for),
-            interface=self._interface))
-        self._listen("control", "TCP", self.discovery_port, lambda: self._reactor.listenTCP(
-            self.discovery_port, silicondust.ControlFactory(self._tuners), interface=self._interface))
-        port = self._listen("ssdp", "UDP", self.ssdp_port, lambda: self._reactor.listenMulticast(
+        problems = [
+            self._listen("discovery", "UDP", lambda: self._reactor.listenUDP(
+                self.discovery_port, silicondust.DiscoveryProtocol(self._tuners, self.base_for),
+                interface=self._interface)),
+            self._listen("control", "TCP", lambda: self._reactor.listenTCP(
+                self.discovery_port, silicondust.ControlFactory(self._tuners), interface=self._interface)),
+        ]
+        self._report("SiliconDust discovery and control (hdhomerun_config, Channels DVR, Jellyfin)",
+                     self.discovery_port, [p for p in problems if p])
+        problem = self._listen("ssdp", "UDP", lambda: self._reactor.listenMulticast(
             self.ssdp_port, ssdp.SSDPProtocol(self._tuners, self.base_for), interface=self._interface,
             listenMultiple=True))
+        self._report("SSDP (Plex's tuner search)", self.ssdp_port, [problem] if problem else [])
+        port = self.ports.get("ssdp")
         if port is not None:
             d = defer.maybeDeferred(port.joinGroup, ssdp.GROUP, self._interface or "0.0.0.0")
             d.addErrback(lambda failure: self._warn(
                 "SSDP: could not join the multicast group {group} ({error}); searches sent straight "
                 "to this host are still answered", group=ssdp.GROUP, error=failure.getErrorMessage()))
 
-    def _listen(self, name, kind, number, listen):
-        what = {
-            "discovery": "SiliconDust discovery",
-            "control": "SiliconDust control (hdhomerun_config)",
-            "ssdp": "SSDP (Plex's tuner search)",
-        }[name]
+    def _listen(self, name, kind, listen):
+        """
+        Open one listener; ``(kind, reason)`` when it cannot be, else None.
+        """
         try:
-            port = listen()
+            self.ports[name] = listen()
         except error.CannotListenError as e:
             in_use = getattr(e.socketError, "errno", None) == errno.EADDRINUSE
-            reason = "is in use by another program" if in_use else f"cannot be opened ({e.socketError})"
-            self._warn("{what} is off: {kind} port {port} {reason}; apps that find tuners this way will not "
-                       "see streamproxy, the HTTP API (/discover.json) still works",
-                       what=what, kind=kind, port=number, reason=reason)
-            return None
-        self.ports[name] = port
-        return port
+            return kind, "is in use by another program" if in_use else f"cannot be opened ({e.socketError})"
+        return None
+
+    def _report(self, what, number, problems):
+        """
+        One warning for the listeners of port ``number`` that could not be
+        opened (``problems``: ``(kind, reason)`` each).
+        """
+        if not problems:
+            return
+        kinds = " and ".join(kind for kind, _ in problems)
+        reasons = sorted({reason for _, reason in problems})
+        self._warn("{what} is off: {kinds} port {port} {reason}; apps that find tuners this way will not "
+                   "see streamproxy, the HTTP API (/discover.json) still works",
+                   what=what, kinds=kinds, port=number, reason="; ".join(reasons))
 
     def stopService(self):
         """
