@@ -95,12 +95,12 @@ class DiscoveryService(Service):
             self._listen("control", "TCP", lambda: self._reactor.listenTCP(
                 self.discovery_port, silicondust.ControlFactory(self._tuners), interface=self._interface)),
         ]
-        self._report("SiliconDust discovery and control (hdhomerun_config, Channels DVR, Jellyfin)",
+        self._report("SiliconDust discovery and control (hdhomerun_config, Channels DVR, Jellyfin) are",
                      self.discovery_port, [p for p in problems if p])
         problem = self._listen("ssdp", "UDP", lambda: self._reactor.listenMulticast(
             self.ssdp_port, ssdp.SSDPProtocol(self._tuners, self.base_for), interface=self._interface,
             listenMultiple=True))
-        self._report("SSDP (Plex's tuner search)", self.ssdp_port, [problem] if problem else [])
+        self._report("SSDP (Plex's tuner search) is", self.ssdp_port, [problem] if problem else [])
         port = self.ports.get("ssdp")
         if port is not None:
             d = defer.maybeDeferred(port.joinGroup, ssdp.GROUP, self._interface or "0.0.0.0")
@@ -128,7 +128,7 @@ class DiscoveryService(Service):
             return
         kinds = " and ".join(kind for kind, _ in problems)
         reasons = sorted({reason for _, reason in problems})
-        self._warn("{what} is off: {kinds} port {port} {reason}; apps that find tuners this way will not "
+        self._warn("{what} off: {kinds} port {port} {reason}; apps that find tuners this way will not "
                    "see streamproxy, the HTTP API (/discover.json) still works",
                    what=what, kinds=kinds, port=number, reason="; ".join(reasons))
 
