@@ -7,7 +7,6 @@ keys.
 """
 
 import gzip
-import io
 import os
 from xml.etree import ElementTree as ET
 
