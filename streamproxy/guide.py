@@ -19,7 +19,6 @@ served from that until the next change.
 
 import os
 import tempfile
-import time
 import zlib
 
 from twisted.application.service import MultiService
@@ -236,7 +235,6 @@ class GuideService(MultiService):
     async def _refresh_one(self, source):
         started = self._reactor.seconds()
         source.last_attempt = started
-        clock_started = time.monotonic()
         path = None
         try:
             if source.is_url:
@@ -261,7 +259,7 @@ class GuideService(MultiService):
         source.guide = guide
         source.error = None
         source.last_success = self._reactor.seconds()
-        source.seconds = round(time.monotonic() - clock_started, 1)
+        source.seconds = round(source.last_success - started, 1)
         self.version += 1
         self._built = {}
         log.info("Guide {source}: {channels} channels, {programmes} programmes ({kept:.1f} MB kept) "
