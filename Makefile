@@ -1,18 +1,19 @@
 # The two commands a newcomer types: `make run` and `make test`.
 # Both install what is missing (ffmpeg from apt, a virtualenv in .venv with
-# streamproxy and its dependencies), then run.
+# streamproxy and its dependencies; for the tests also Chromium and the real
+# tuner and guide clients), then run.
 
 VENV ?= .venv
 PYTHON ?= python3
 CONFIG ?= config.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit ffmpeg chromium bench
+.PHONY: run test unit ffmpeg chromium clients bench
 
 run: ffmpeg $(VENV)/.installed
 	$(VENV)/bin/twistd -n streamproxy --config $(CONFIG)
 
-test: ffmpeg chromium $(VENV)/.test-installed
+test: ffmpeg chromium clients $(VENV)/.test-installed
 	$(VENV)/bin/python -m twisted.trial tests
 
 # The unit tests only: no real ffmpeg, browser or daemon process; seconds.
@@ -31,6 +32,12 @@ ffmpeg:
 chromium:
 	@test -x /usr/bin/chromium || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+# The real clients the tests run: SiliconDust's hdhomerun_config
+# (hdhomerun-config) and tv_validate_file (xmltv-util), from Debian.
+clients:
+	@test -x /usr/bin/hdhomerun_config && test -x /usr/bin/tv_validate_file || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hdhomerun-config xmltv-util; }
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(wildcard streamproxy/*.py streamproxy/static/*) twisted/plugins/streamproxy_plugin.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -75,6 +75,121 @@ class ProviderConfig:
         )
 
 
+# -- HDHomeRun emulation and the XMLTV guide (issue 11) ----------------------
+
+HDHOMERUN_KEYS = ("enabled", "device_id", "friendly_name", "tuner_count", "discovery", "playlist")
+
+# Hours between fetches of the guide sources when guide_refresh_hours is not given.
+DEFAULT_GUIDE_REFRESH_HOURS = 12.0
+
+
+@dataclass(frozen=True)
+class HDHomeRunConfig:
+    """
+    The ``hdhomerun:`` block.  ``enabled`` serves the HDHomeRun HTTP API
+    (``/discover.json``, ``/lineup.json``, ``/hdhr/<playlist>/...``);
+    ``discovery`` also answers SiliconDust discovery and control (port
+    65001) and SSDP (port 1900).  ``device_id`` replaces the root device's
+    DeviceID (8 hex digits passing SiliconDust's check digit; None: the
+    one generated for this install); ``tuner_count`` replaces every
+    device's TunerCount (None: the sum of its sources' limits);
+    ``playlist`` is the playlist the root paths serve (None: the first by
+    name); ``friendly_name`` begins every device's FriendlyName.
+    """
+
+    enabled: bool = True
+    device_id: str | None = None
+    friendly_name: str = "streamproxy"
+    tuner_count: int | None = None
+    discovery: bool = True
+    playlist: str | None = None
+
+
+def _check_hdhomerun(value):
+    from .hdhomerun import MAX_TUNERS, complete_device_id, device_id_is_valid
+
+    if value is None:
+        return HDHomeRunConfig()
+    if not isinstance(value, dict):
+        raise ConfigError(f"hdhomerun: must be a mapping (enabled:, discovery:, ...), not {_type_name(value)}")
+    values = {}
+    for key, item in value.items():
+        where = f"hdhomerun.{key}"
+        if key not in HDHOMERUN_KEYS:
+            raise _unknown("hdhomerun", key, HDHOMERUN_KEYS)
+        if key in ("enabled", "discovery"):
+            if not isinstance(item, bool):
+                raise ConfigError(f"{where}: must be true or false, not {_type_name(item)} ({item!r})")
+            values[key] = item
+        elif key == "device_id":
+            if item is None:
+                continue
+            text = str(item).strip().upper() if isinstance(item, (str, int)) and not isinstance(item, bool) else None
+            if text is None or len(text) != 8 or any(c not in "0123456789ABCDEF" for c in text):
+                raise ConfigError(f"{where}: must be 8 hex digits such as 1A2B3C4D, or null, not {item!r}")
+            if not device_id_is_valid(text):
+                fixed = complete_device_id(int(text, 16) >> 4)
+                raise ConfigError(f"{where}: {text} fails SiliconDust's check digit (the last digit); "
+                                  f"{fixed} would pass")
+            values[key] = text
+        elif key == "tuner_count":
+            if item is None:
+                continue
+            if not _is_whole(item) or not 1 <= item <= MAX_TUNERS:
+                raise ConfigError(f"{where}: must be a whole number from 1 to {MAX_TUNERS}, or null, not {item!r}")
+            values[key] = item
+        else:  # friendly_name, playlist
+            if item is None and key == "playlist":
+                continue
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            if not isinstance(item, str) or not item.strip() or any(ord(c) < 32 for c in item):
+                raise ConfigError(f"{where}: must be text on one line, not {_type_name(item)}")
+            values[key] = item.strip()
+    return HDHomeRunConfig(**values)
+
+
+def _check_guide_sources(value, base_dir):
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"guide_sources: must be a list of XMLTV URLs or files, not {_type_name(value)}")
+    sources = []
+    for index, item in enumerate(value):
+        where = f"guide_sources[{index}]"
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{where}: must be an http:// or https:// URL or a file path, not {_type_name(item)}")
+        item = item.strip()
+        if "://" in item:
+            if not item.lower().startswith(("http://", "https://")):
+                raise ConfigError(f"{where}: must be an http:// or https:// URL or a file path, not a "
+                                  f"{item.split('://', 1)[0]}:// URL")
+        else:
+            item = os.path.normpath(os.path.join(base_dir, os.path.expanduser(item)))
+        if item not in sources:
+            sources.append(item)
+    return tuple(sources)
+
+
+def _check_guide_key(key, value, base_dir):
+    """
+    The keys of HDHomeRun emulation and the XMLTV guide.
+    """
+    if key == "hdhomerun":
+        return _check_hdhomerun(value)
+    if key == "guide_sources":
+        return _check_guide_sources(value, base_dir)
+    # guide_refresh_hours
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"guide_refresh_hours: must be a number of hours above 0, not {value!r}")
+    return float(value)
+
+
+GUIDE_KEYS = ("hdhomerun", "guide_sources", "guide_refresh_hours")
+
+# -----------------------------------------------------------------------------
+
+
 def _default_segment_dir():
     return os.path.join(tempfile.gettempdir(), "streamproxy")
 
@@ -116,6 +231,10 @@ class Config:
     content_checks: ContentChecks = field(default_factory=ContentChecks)
     idle_check_hours: float = 24
     slate: bool = True
+    # HDHomeRun emulation and the XMLTV guide (issue 11).
+    hdhomerun: HDHomeRunConfig = field(default_factory=HDHomeRunConfig)
+    guide_sources: tuple = ()
+    guide_refresh_hours: float = DEFAULT_GUIDE_REFRESH_HOURS
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -272,6 +391,8 @@ def _check_key(key, value, base_dir):
             except BadHost as e:
                 fail(f"{item!r} {e}")
         return tuple(hosts)
+    if key in GUIDE_KEYS:
+        return _check_guide_key(key, value, base_dir)
     raise AssertionError(f"no check for key {key}")  # pragma: no cover
 
 

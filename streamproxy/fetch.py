@@ -120,14 +120,26 @@ def fetch(client, url, reactor, timeout=None, max_bytes=None):
     timeout = FETCH_TIMEOUT_SECONDS if timeout is None else timeout
     max_bytes = MAX_ANSWER_BYTES if max_bytes is None else max_bytes
 
+    def read(response):
+        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding", [])).lower()
+        body = _Body(max_bytes, b"gzip" in encoding)
+        return treq.collect(response, body).addCallback(lambda _: body.result())
+
+    return _get(client, url, reactor, timeout, read)
+
+
+def _get(client, url, reactor, timeout, read):
+    """
+    GET ``url`` and ``read(response)`` a 200 answer (a Deferred), within
+    ``timeout`` seconds for the whole; every failure a :class:`FetchError`.
+    """
+
     def answered(response):
         if response.code != 200:
             # Read and drop the body so the connection is freed.
             treq.collect(response, lambda data: None).addErrback(lambda f: None)
             raise FetchError(f"HTTP {response.code} {_phrase(response)}".strip())
-        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding", [])).lower()
-        body = _Body(max_bytes, b"gzip" in encoding)
-        return treq.collect(response, body).addCallback(lambda _: body.result())
+        return read(response)
 
     d = defer.maybeDeferred(
         client.get,
@@ -144,3 +156,41 @@ def fetch(client, url, reactor, timeout=None, max_bytes=None):
         raise FetchError(describe_failure(failure, timeout))
 
     return d.addErrback(failed)
+
+
+class _FileBody:
+    """
+    Writes a body to an open file as it arrives, up to ``limit`` bytes.
+    """
+
+    def __init__(self, file, limit):
+        self.file = file
+        self.limit = limit
+        self.size = 0
+
+    def __call__(self, data):
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FetchError(f"the answer is larger than {self.limit // (1024 * 1024)} MB")
+        self.file.write(data)
+
+
+def fetch_to_file(client, url, reactor, file, timeout, max_bytes):
+    """
+    GET ``url`` and write the body of a 200 answer to the binary ``file``
+    as it arrives, so a guide of hundreds of MB never sits in memory
+    (treq unpacks ``Content-Encoding: gzip``; a ``.gz`` or ``.xz`` file is
+    written as it is, for the reader to unpack).  A Deferred firing with
+    the number of bytes written.
+
+    Fails with :class:`FetchError` (never naming the URL) as :func:`fetch`
+    does: another status, more than ``max_bytes``, more than ``timeout``
+    seconds for the whole answer, a connection that could not be made or
+    broke.
+    """
+
+    def read(response):
+        body = _FileBody(file, max_bytes)
+        return treq.collect(response, body).addCallback(lambda _: body.size)
+
+    return _get(client, url, reactor, timeout, read)

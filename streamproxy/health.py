@@ -146,6 +146,57 @@ class HealthListener:
         :class:`~streamproxy.observations.Measurement`).
         """
 
+    def stream_described(self, candidate, facts, encoding):
+        """
+        ``candidate`` was judged usable: its input carries ``facts`` (a
+        :class:`~streamproxy.media.StreamFacts`) and it is served with
+        ``encoding`` (a :class:`~streamproxy.ffmpeg.Encoding`).
+        """
+
+
+class HealthListeners(HealthListener):
+    """
+    Several listeners told of every event in turn; one that raises is
+    logged and the others are still told.
+    """
+
+    def __init__(self, *listeners):
+        self.listeners = tuple(listener for listener in listeners if listener is not None)
+
+    def _each(self, event, *args):
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.failure("{listener!r} handling {event}", listener=listener, event=event)
+
+    def stream_validated(self, candidate):
+        self._each("stream_validated", candidate)
+
+    def stream_started(self, candidate):
+        self._each("stream_started", candidate)
+
+    def stream_buffering(self, candidate):
+        self._each("stream_buffering", candidate)
+
+    def stream_failed(self, candidate, reason, seconds_failing=0.0):
+        self._each("stream_failed", candidate, reason, seconds_failing)
+
+    def stream_stopped(self, candidate, seconds_live=None):
+        self._each("stream_stopped", candidate, seconds_live)
+
+    def stream_described(self, candidate, facts, encoding):
+        self._each("stream_described", candidate, facts, encoding)
+
+    def stream_content_fault(self, candidate, kind, seconds_failing=0.0):
+        self._each("stream_content_fault", candidate, kind, seconds_failing)
+
+    def stream_checked(self, candidate, status):
+        self._each("stream_checked", candidate, status)
+
+    def stream_measured(self, candidate, measurement):
+        self._each("stream_measured", candidate, measurement)
+
 
 class _Run:
     """

@@ -152,3 +152,23 @@ def host_is_ours(host, own_names=frozenset(), allowed=()):
     if host == "localhost" or host.endswith(".localhost"):
         return True
     return host in own_names or host in allowed
+
+
+# Shared address space (RFC 6598): carrier-grade NAT and overlay networks
+# such as Tailscale, which Python does not count as private.
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+
+def on_local_network(address):
+    """
+    Whether ``address`` (text) is loopback, private, link-local or in the
+    shared space 100.64.0.0/10: where tuner discovery may come from.  Tuner
+    discovery answers more than it is asked, so it must not answer (and be
+    used as an amplifier by) the internet at large.
+    """
+    ip = _ip(address)
+    if ip is None:
+        return False
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_private or ip.is_link_local or (ip.version == 4 and ip in _SHARED)

@@ -606,6 +606,7 @@ class ChannelSession(AttemptOwner):
 
     def attempt_ready(self, attempt):
         self._tell("stream_validated", attempt.candidate)
+        self._tell("stream_described", attempt.candidate, attempt.facts, attempt.encoding)
         if attempt is self.attempt and attempt.phase is Phase.READY:
             self._go_live(attempt)
         elif attempt is self.standby and self._standby_for == "switch":

@@ -13,7 +13,11 @@ from twisted.python import usage
 from .channels import Ranking
 from .config import ConfigError, load_config
 from .dvr import DVRTracker
-from .health import HealthRecorder
+from .codec_memory import CodecMemory
+from .discovery import DiscoveryService
+from .guide import GuideService
+from .hdhomerun import Tuners
+from .health import HealthListeners, HealthRecorder
 from .idle import IdleChecker
 from .logs import LogBuffer, LogService
 from .manager import ChannelManager
@@ -93,12 +97,14 @@ def build_services(config, reactor=None):
         allowed_schemes=config.allowed_url_schemes,
     )
     providers.setServiceParent(root)
+    # The codecs each stream was served with, for playlists and lineups (issue 11).
+    media = CodecMemory()
     # Content checks, idle checks, the slate and metrics (issue 13).
     metrics = Metrics(reactor=reactor)
     slate = SlateService(config, reactor=reactor) if config.slate else None
     channels = ChannelManager(
-        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=health, metrics=metrics,
-        slate=slate.current if slate is not None else None,
+        config, store, ranking, slots, reactor=reactor, dvr=dvr, health=HealthListeners(health, media),
+        metrics=metrics, slate=slate.current if slate is not None else None,
     )
     channels.setServiceParent(root)
     metrics.set_snapshot(channels.metrics_snapshot)
@@ -112,9 +118,20 @@ def build_services(config, reactor=None):
                            reactor=reactor, metrics=metrics)
         idle.setServiceParent(root)
         channels.idle_checks = idle
+    # HDHomeRun emulation and the XMLTV guide (issue 11).
+    guide = GuideService(config.guide_sources, config.guide_refresh_hours, _http_client(reactor),
+                         providers=providers, reactor=reactor)
+    guide.setServiceParent(root)
+    tuners = discovery = None
+    if config.hdhomerun.enabled:
+        tuners = Tuners(config.hdhomerun, store, slots, ranking, media=media, channels=channels)
+        tuners.setServiceParent(root)
+        if config.hdhomerun.discovery:
+            discovery = DiscoveryService(tuners, config.port, config.interface, reactor)
+            discovery.setServiceParent(root)
     web = StreamProxyWeb(
         config, store, ranking, channels, logs=logs.buffer, dvr=dvr, reactor=reactor, providers=providers,
-        metrics=metrics,
+        metrics=metrics, tuners=tuners, guide=guide, media=media,
     )
     site = ProxySite(web.resource())
     interface = config.interface.replace(":", "\\:")
@@ -132,6 +149,10 @@ def build_services(config, reactor=None):
         "metrics": metrics,
         "slate": slate,
         "idle": idle,
+        "media": media,
+        "guide": guide,
+        "tuners": tuners,
+        "discovery": discovery,
         "web": web,
         "site": site,
         "listener": listener,

@@ -24,7 +24,7 @@ import hmac
 import json
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from klein import Klein
 from twisted.internet import defer
@@ -34,6 +34,7 @@ from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from . import hdhomerun
 from .channels import normalize_channel_id
 from .dashboard import Dashboard, masked
 from .fanout import TS_TYPE, TSViewer
@@ -46,6 +47,8 @@ from .playlists import STREAM_FILES, PlaylistCache
 from .session import ChannelUnavailable
 from .store import StoreError
 from .urls import mask_text
+from .guide import write_unpacked
+from .xmltv import gzipped_guide
 
 log = Logger()
 
@@ -66,6 +69,7 @@ PAGE_POLICY = (
 )
 
 M3U_TYPE = b"audio/x-mpegurl; charset=utf-8"
+XML_TYPE = b"application/xml; charset=utf-8"
 JSON_TYPE = b"application/json"
 TEXT_TYPE = b"text/plain; charset=utf-8"
 HLS_TYPE = b"application/vnd.apple.mpegurl"
@@ -359,6 +363,11 @@ class StreamProxyWeb:
     ``/api/providers`` and ``POST /refresh_providers`` (None: no providers).
     ``metrics`` is the :class:`~streamproxy.metrics.Metrics` behind
     ``/metrics`` (None: no metrics).
+    ``tuners`` is the :class:`~streamproxy.hdhomerun.Tuners` behind the
+    HDHomeRun API (None: it is off), ``guide`` the
+    :class:`~streamproxy.guide.GuideService` behind ``/xmltv/`` (None: no
+    programmes, channels only), ``media`` the
+    :class:`~streamproxy.codec_memory.CodecMemory` the playlists name codecs from.
     """
 
     app = Klein()
@@ -367,7 +376,7 @@ class StreamProxyWeb:
     app.url_map.converters["static"] = StaticNameConverter
 
     def __init__(self, config, store, ranking, channels, logs=None, dvr=None, reactor=None,
-                 own_names=None, providers=None, metrics=None):
+                 own_names=None, providers=None, metrics=None, tuners=None, guide=None, media=None):
         if reactor is None:
             from twisted.internet import reactor
         self._config = config
@@ -380,7 +389,11 @@ class StreamProxyWeb:
         self._metrics = metrics
         self._served = metrics if metrics is not None else MetricsListener()
         self._reactor = reactor
-        self._playlists = PlaylistCache(ranking)
+        # HDHomeRun emulation (None: hdhomerun.enabled is false), the XMLTV
+        # guide service and the codecs seen (issue 11).
+        self._tuners = tuners
+        self._guide = guide
+        self._playlists = PlaylistCache(ranking, media=media, guides=True)
         self._static = _read_static(STATIC_DIR)
         self._dashboard = Dashboard(store, ranking, channels, self._dvr, reactor)
         self._own_names = machine_names() if own_names is None else frozenset(own_names)
@@ -705,6 +718,206 @@ class StreamProxyWeb:
         resource.isLeaf = True
         return resource
 
+    # -- HDHomeRun emulation and the XMLTV guide (issue 11) -----------------
+    # Open like /m3u/ and /channel/, under any host name and without a
+    # password: tuner clients (Plex, Jellyfin, Emby, Channels DVR) send
+    # neither.  They show what the playlists show (channel names, logos,
+    # this daemon's stream URLs), never a provider URL, and change nothing.
+
+    def _device_answer(self, request, playlist, answer):
+        """
+        ``answer(request, device, base)`` for ``playlist``'s device (None:
+        the root device), once the table and the tuner identity are read;
+        404 when emulation is off or there is no such playlist.
+        """
+        if self._tuners is None:
+            return _text(request, "HDHomeRun emulation is off (hdhomerun.enabled in config.yaml).", 404)
+
+        def ready():
+            waiting = self._tuners.when_ready()
+            waiting.addTimeout(FIRST_LOAD_WAIT_SECONDS, self._reactor)
+
+            def timed_out(failure):
+                failure.trap(defer.TimeoutError, defer.CancelledError)
+                raise CatalogLoading("The tuner is still starting; try again in a few seconds.")
+
+            return waiting.addCallbacks(lambda _: found(), timed_out)
+
+        def found():
+            device = self._tuners.device(playlist)
+            if device is None:
+                return _text(request, f"No playlist named {playlist!r}.", 404)
+            base = base_url(request)
+            if playlist is not None:
+                base += f"/hdhr/{quote(device.playlist, safe='')}"
+            return answer(request, device, base)
+
+        return self._after_first_load(ready)
+
+    def _discover_json(self, request, device, base):
+        return _json(request, hdhomerun.discover_answer(device, base))
+
+    def _lineup_json(self, request, device, base):
+        lineup = hdhomerun.lineup_answer(self._tuners.lineup(device), self._ranking, base_url(request),
+                                         self._tuners.media_of)
+        return _json(request, lineup, compact=True)
+
+    def _lineup_status_json(self, request, device, base):
+        return _json(request, hdhomerun.lineup_status_answer())
+
+    def _device_xml(self, request, device, base):
+        request.setHeader(b"content-type", XML_TYPE)
+        request.setHeader(b"cache-control", b"no-cache")
+        return hdhomerun.device_xml(device, base).encode("utf-8")
+
+    def _scan(self, request, device, base):
+        # A channel scan asked for (Plex posts one): the lineup is the
+        # playlist, so there is nothing to scan.
+        return b""
+
+    @app.route("/discover.json", methods=["GET", "HEAD"])
+    def hdhr_discover(self, request):
+        """
+        The root device's ``discover.json`` (FriendlyName, DeviceID, TunerCount, ...).
+        """
+        return self._device_answer(request, None, self._discover_json)
+
+    @app.route("/hdhr/<string:playlist>/discover.json", methods=["GET", "HEAD"])
+    def hdhr_playlist_discover(self, request, playlist):
+        """
+        ``discover.json`` of the device of playlist ``playlist``.
+        """
+        return self._device_answer(request, playlist, self._discover_json)
+
+    @app.route("/lineup.json", methods=["GET", "HEAD"])
+    def hdhr_lineup(self, request):
+        """
+        The root device's channels: GuideNumber, GuideName, URL (MPEG-TS).
+        """
+        return self._device_answer(request, None, self._lineup_json)
+
+    @app.route("/hdhr/<string:playlist>/lineup.json", methods=["GET", "HEAD"])
+    def hdhr_playlist_lineup(self, request, playlist):
+        """
+        The channels of playlist ``playlist``'s device.
+        """
+        return self._device_answer(request, playlist, self._lineup_json)
+
+    @app.route("/lineup_status.json", methods=["GET", "HEAD"])
+    def hdhr_lineup_status(self, request):
+        """
+        No scan in progress, none possible.
+        """
+        return self._device_answer(request, None, self._lineup_status_json)
+
+    @app.route("/hdhr/<string:playlist>/lineup_status.json", methods=["GET", "HEAD"])
+    def hdhr_playlist_lineup_status(self, request, playlist):
+        """
+        No scan in progress, none possible.
+        """
+        return self._device_answer(request, playlist, self._lineup_status_json)
+
+    @app.route("/lineup.post", methods=["GET", "POST"])
+    def hdhr_scan(self, request):
+        """
+        A scan request: answered, nothing to do.
+        """
+        return self._device_answer(request, None, self._scan)
+
+    @app.route("/hdhr/<string:playlist>/lineup.post", methods=["GET", "POST"])
+    def hdhr_playlist_scan(self, request, playlist):
+        """
+        A scan request: answered, nothing to do.
+        """
+        return self._device_answer(request, playlist, self._scan)
+
+    @app.route("/device.xml", methods=["GET", "HEAD"])
+    def hdhr_device_xml(self, request):
+        """
+        The root device's UPnP description (the SSDP answer's LOCATION).
+        """
+        return self._device_answer(request, None, self._device_xml)
+
+    @app.route("/hdhr/<string:playlist>/device.xml", methods=["GET", "HEAD"])
+    def hdhr_playlist_device_xml(self, request, playlist):
+        """
+        The UPnP description of playlist ``playlist``'s device.
+        """
+        return self._device_answer(request, playlist, self._device_xml)
+
+    @app.route("/auto/v<channel:channel_id>", methods=["GET", "HEAD"])
+    def hdhr_auto(self, request, channel_id):
+        """
+        Tune a channel of the root device the way a real HDHomeRun does:
+        the channel as MPEG-TS.  Query parameters (Jellyfin's
+        ``?transcode=mobile``) are ignored.
+        """
+        return self._tune_on_device(request, None, channel_id)
+
+    @app.route("/hdhr/<string:playlist>/auto/v<channel:channel_id>", methods=["GET", "HEAD"])
+    def hdhr_playlist_auto(self, request, playlist, channel_id):
+        """
+        Tune a channel of playlist ``playlist``'s device, as MPEG-TS.
+        """
+        return self._tune_on_device(request, playlist, channel_id)
+
+    def _tune_on_device(self, request, playlist, channel_id):
+        if self._tuners is None:
+            return _text(request, "HDHomeRun emulation is off (hdhomerun.enabled in config.yaml).", 404)
+        if not self._catalog_missing():
+            channels = self._tuners.playlist_channels(playlist)
+            if channels is None:
+                return _text(request, f"No playlist named {playlist!r}.", 404)
+            if channel_id not in channels:
+                raise UnknownChannel(channel_id)
+        return self.stream_ts(request, channel_id)
+
+    @app.route("/xmltv/<string:name>.xml", methods=["GET", "HEAD"])
+    def xmltv(self, request, name):
+        """
+        The XMLTV guide of playlist ``name``: a ``<channel>`` per channel
+        (id = its channel number, as the playlist's ``tvg-id``) and the
+        programmes of its ``TV-guide-id`` from the guide sources; gzip
+        when the client takes it.
+        """
+        return self._after_first_load(self._xmltv, request, name)
+
+    def _xmltv(self, request, name):
+        channels = self._store.catalog.find_playlist(name)
+        if channels is None:
+            return _text(request, f"No playlist named {name!r}.", 404)
+        if self._guide is not None:
+            built = self._guide.document(name, channels, self._ranking)
+        else:
+            built = defer.succeed(gzipped_guide(channels, self._ranking, [])[0])
+        gzip_ok = _accepts_gzip(request)
+
+        def answer(gzipped):
+            request.setHeader(b"content-type", XML_TYPE)
+            request.setHeader(b"cache-control", b"no-cache")
+            request.setHeader(b"vary", b"Accept-Encoding")
+            if gzip_ok:
+                request.setHeader(b"content-encoding", b"gzip")
+                return gzipped
+            if request.method == b"HEAD":
+                return b""
+            return write_unpacked(request, gzipped).addCallback(lambda _: b"")
+
+        return built.addCallback(answer)
+
+    @app.route("/api/guide", methods=["GET", "HEAD"])
+    @_admin()
+    def api_guide(self, request):
+        """
+        The guide sources: each one's last fetch, its result and error, and
+        the channels and programmes it gave (JSON, no credentials).
+        """
+        if self._guide is None:
+            return _json(request, {"sources": []})
+        return _json(request, masked(self._guide.status()))
+
+    # -- end of issue 11's routes ---------------------------------------------
+
     @app.route("/refresh_db_cache", methods=["GET", "POST"])
     @_admin(changes_state=True)
     async def refresh_db_cache(self, request):
@@ -934,6 +1147,20 @@ def _client(request):
 def _host(request):
     # The address of an HLS player, which opens connection after connection.
     return getattr(request.getClientAddress(), "host", None) or "unknown"
+
+
+def _accepts_gzip(request):
+    """
+    Whether the request's Accept-Encoding takes gzip (not with q=0).
+    """
+    for part in _header_or_blank(request, b"accept-encoding").lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            q = params.replace(" ", "")
+            if q.startswith("q=") and q[2:] in ("0", "0.0", "0.00", "0.000"):
+                return False
+            return True
+    return False
 
 
 def _open_to_any_origin(request):

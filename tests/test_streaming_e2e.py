@@ -36,6 +36,9 @@ BASE_SETTINGS = {
     "stream_start_timeout": 8,
     "ffprobe_timeout": 5,
     "inactivity_timeout": 60,
+    # The fixed discovery ports (65001, 1900) stay free for the tests of
+    # discovery itself (tests/test_clients_e2e.py).
+    "hdhomerun": {"discovery": False},
 }
 
 

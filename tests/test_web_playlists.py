@@ -85,7 +85,8 @@ class PlaylistEndpointTests(TestCase):
     def test_playlist(self):
         """
         A playlist lists its channels with the best candidate's name and
-        stream URLs on the host the client used, as audio/x-mpegurl.
+        stream URLs on the host the client used, as audio/x-mpegurl; its
+        header names the playlist's XMLTV guide on that host.
         """
         response, body = yield self.get(
             "http://192.168.1.5:9090/m3u/main.m3u", headers={"Host": "192.168.1.5:9090"}
@@ -95,7 +96,11 @@ class PlaylistEndpointTests(TestCase):
             response.headers.getRawHeaders("content-type"), ["audio/x-mpegurl; charset=utf-8"]
         )
         lines = body.splitlines()
-        self.assertEqual(lines[0], "#EXTM3U")
+        self.assertEqual(
+            lines[0],
+            '#EXTM3U url-tvg="http://192.168.1.5:9090/xmltv/main.xml" '
+            'x-tvg-url="http://192.168.1.5:9090/xmltv/main.xml"',
+        )
         self.assertEqual(len(lines), 3)
         self.assertTrue(lines[1].endswith(",Seven A"), lines[1])
         self.assertEqual(lines[2], "http://192.168.1.5:9090/channel/7/stream.m3u8")
