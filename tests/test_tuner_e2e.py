@@ -35,7 +35,7 @@ class TunerPlaybackTests(StreamingTestCase):
         require(HDHOMERUN_CONFIG, "hdhomerun-config")
         self.add("a", burst=1.0)
         yield self.serve([row(1, self.live("a"), source="prov_a", uniform_name="One")],
-                         source_limits={"prov_a": 2})
+                         source_limits={"prov_a": 2}, hdhomerun={"discovery": True})
         discovery = self.parts["discovery"]
         if "control" not in discovery.ports:
             raise AssertionError(f"port 65001 is held by another program ({discovery.warnings}); "
