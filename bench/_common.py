@@ -224,3 +224,33 @@ def cpu_split(pid):
         return None
     fields = text[text.rindex(")") + 2:].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def daemon_config(folder, extra=""):
+    """
+    Write ``folder``/config.yaml for a daemon on a free port of 127.0.0.1
+    with its database ``streams.db`` and segments in ``folder`` (plus the
+    YAML lines ``extra``); returns ``(config path, port)``.
+    """
+    port = free_port()
+    path = os.path.join(folder, "config.yaml")
+    with open(path, "w") as f:
+        f.write(f"port: {port}\ninterface: 127.0.0.1\ndb_path: streams.db\n"
+                f"segment_dir: {os.path.join(folder, 'segments')}\n"
+                f"ffmpeg_path: {FFMPEG}\nffprobe_path: {FFPROBE}\n{extra}")
+    return path, port
+
+
+def log_tail_printer(out, lines=20):
+    """
+    A function printing the last ``lines`` lines of the daemon log named
+    by ``out["log"]`` to stderr (for when a bench fails).
+    """
+    def show():
+        log = out.get("log")
+        if log and os.path.exists(log):
+            print("--- daemon log (last lines) ---", file=sys.stderr)
+            with open(log, errors="replace") as f:
+                print("".join(f.readlines()[-lines:]), file=sys.stderr)
+
+    return show

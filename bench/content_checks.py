@@ -62,12 +62,7 @@ def main():
     scratch = _common.Scratch("content")
     out = {}
 
-    def show_daemon_log():
-        log = out.get("log")
-        if log and os.path.exists(log):
-            print("--- daemon log (last lines) ---", file=sys.stderr)
-            with open(log, errors="replace") as f:
-                print("".join(f.readlines()[-25:]), file=sys.stderr)
+    show_daemon_log = _common.log_tail_printer(out, 25)
 
     try:
         _common.react(lambda reactor: run(reactor, args, scratch, out), events, show_daemon_log)
@@ -131,14 +126,9 @@ def run(reactor, args, scratch, out):
             rows.append(row(int(channel), upstream.live_url(kind), source="fault"))
             rows.append(row(int(channel), upstream.live_url(f"ok{channel}"), source="backup"))
         make_database(os.path.join(folder, "streams.db"), rows)
-        port = _common.free_port()
-        config = os.path.join(folder, "config.yaml")
-        with open(config, "w") as f:
-            f.write(f"port: {port}\ninterface: 127.0.0.1\ndb_path: streams.db\n"
-                    f"segment_dir: {os.path.join(folder, 'segments')}\n"
-                    f"ffmpeg_path: {_common.FFMPEG}\nffprobe_path: {_common.FFPROBE}\n"
-                    "source_priority: [fault, backup]\nidle_check_hours: 0\n"
-                    "content_checks: {skip_channels: [2]}\n")
+        config, port = _common.daemon_config(
+            folder, "source_priority: [fault, backup]\nidle_check_hours: 0\ncontent_checks: {skip_channels: [2]}\n"
+        )
         out["log"] = os.path.join(folder, "daemon.log")
         daemon = Daemon(reactor, config, folder, out["log"])
         base = f"http://127.0.0.1:{port}"

@@ -232,12 +232,7 @@ def main():
     scratch = _common.Scratch("overhead")
     out = {}
 
-    def show_daemon_log():
-        log = out.get("log")
-        if log and os.path.exists(log):
-            print("--- daemon log (last lines) ---", file=sys.stderr)
-            with open(log, errors="replace") as f:
-                print("".join(f.readlines()[-20:]), file=sys.stderr)
+    show_daemon_log = _common.log_tail_printer(out, 20)
 
     try:
         _common.react(lambda reactor: run(reactor, args, scratch, out), events, show_daemon_log)
@@ -268,12 +263,7 @@ def run(reactor, args, scratch, out):
         folder = scratch.sub("daemon")
         make_database(os.path.join(folder, "streams.db"),
                       [row(1, upstream.live_url("live"), uniform_name="Bench One")])
-        port = _common.free_port()
-        config = os.path.join(folder, "config.yaml")
-        with open(config, "w") as f:
-            f.write(f"port: {port}\ninterface: 127.0.0.1\ndb_path: streams.db\n"
-                    f"segment_dir: {os.path.join(folder, 'segments')}\n"
-                    f"ffmpeg_path: {_common.FFMPEG}\nffprobe_path: {_common.FFPROBE}\n")
+        config, port = _common.daemon_config(folder)
         out["log"] = os.path.join(folder, "daemon.log")
         profile = os.path.abspath(args.profile) if args.profile else None
         daemon = Daemon(reactor, config, folder, out["log"], profile)

@@ -133,13 +133,7 @@ def run(reactor, args, counts, scratch, out):
         folder = scratch.sub("daemon")
         make_database(os.path.join(folder, "streams.db"),
                       [row(1, upstream.live_url("live"), uniform_name="Bench One")])
-        port = _common.free_port()
-        config = os.path.join(folder, "config.yaml")
-        with open(config, "w") as f:
-            f.write(f"port: {port}\ninterface: 127.0.0.1\ndb_path: streams.db\n"
-                    f"segment_dir: {os.path.join(folder, 'segments')}\n"
-                    f"ffmpeg_path: {_common.FFMPEG}\nffprobe_path: {_common.FFPROBE}\n"
-                    f"inactivity_timeout: 60\n")
+        config, port = _common.daemon_config(folder, "inactivity_timeout: 60\n")
         out["log"] = os.path.join(folder, "daemon.log")
         daemon = Daemon(reactor, config, folder, out["log"])
         viewers = []
