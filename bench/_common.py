@@ -88,10 +88,11 @@ def free_port():
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
+def stat_fields(pid):
     """
-    User + system CPU seconds of process ``pid`` (all its threads, not its
-    children), from /proc/<pid>/stat; None if it is gone.
+    The fields of /proc/<pid>/stat after the command name (state, parent
+    pid, ...; ``fields[11]`` and ``[12]`` are user and system clock ticks),
+    or None if the process is gone.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -100,9 +101,16 @@ def cpu_seconds(pid):
         return None
     # The command name (field 2) may hold spaces; the fields after it start
     # after the last ")".
-    fields = text[text.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid):
+    """
+    User + system CPU seconds of process ``pid`` (all its threads, not its
+    children); None if it is gone.
+    """
+    split = cpu_split(pid)
+    return None if split is None else sum(split)
 
 
 def children(pid):
@@ -111,16 +119,10 @@ def children(pid):
     """
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                text = f.read().decode()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
+        if entry.isdigit():
+            fields = stat_fields(entry)
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
     return found
 
 
@@ -205,24 +207,17 @@ def alive(pid):
     """
     Whether ``pid`` exists and is not a zombie.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2:].split()[0] != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def cpu_split(pid):
     """
     ``(user, system)`` CPU seconds of ``pid`` (see :func:`cpu_seconds`).
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    fields = text[text.rindex(")") + 2:].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 

@@ -13,6 +13,8 @@ import signal
 import sys
 import time
 
+import _common  # bench/ is on the path as the script's folder
+
 PR_SET_CHILD_SUBREAPER = 36
 
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
@@ -40,13 +42,8 @@ def become_subreaper():
 
 
 def _stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[1])  # state, parent pid
+    fields = _common.stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]))  # state, parent pid
 
 
 def _cmdline(pid):

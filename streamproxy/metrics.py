@@ -35,31 +35,32 @@ TUNE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 GAP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 
 
+# How a failure reason sentence begins, and its label.
+_FAILURE_PREFIXES = (
+    ("stalled", "stalled"),
+    ("buffering", "buffering"),
+    ("black picture", "black"),
+    ("frozen picture", "frozen"),
+    ("no sound", "silent"),
+    ("switched by request", "switch_requested"),
+    ("no media within", "start_timeout"),
+    ("could not start", "spawn_failed"),
+)
+_UNUSABLE_PREFIXES = ("ffprobe", "audio only", "unknown video codec", "no streams", "no audio or video",
+                      "video size unknown")
+
+
 def failure_reason(text):
     """
     The label of a failure reason sentence (one of :data:`FAILURE_REASONS`).
     """
     text = (text or "").lower()
-    if text.startswith("stalled"):
-        return "stalled"
-    if text.startswith("buffering"):
-        return "buffering"
-    if text.startswith("black picture"):
-        return "black"
-    if text.startswith("frozen picture"):
-        return "frozen"
-    if text.startswith("no sound"):
-        return "silent"
-    if text.startswith("switched by request"):
-        return "switch_requested"
-    if text.startswith("no media within"):
-        return "start_timeout"
-    if text.startswith("could not start"):
-        return "spawn_failed"
+    for prefix, label in _FAILURE_PREFIXES:
+        if text.startswith(prefix):
+            return label
     if "http " in text or "http error" in text or "connection" in text or "timed out" in text:
         return "connection"
-    if text.startswith(("ffprobe", "audio only", "unknown video codec", "no streams", "no audio or video",
-                        "video size unknown")):
+    if text.startswith(_UNUSABLE_PREFIXES):
         return "unusable"
     if text.startswith("ffmpeg exited"):
         return "exited"
