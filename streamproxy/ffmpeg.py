@@ -214,8 +214,6 @@ class FFmpegProcess(ChildProtocol):
             return
         event = media.classify_stderr_line(line)
         if event is not None:
-            if event.kind is media.EventKind.SEGMENT_OPENED:
-                return
             if event.fatal:
                 self.fatal_event = event
             self.observer.ffmpeg_event(event)
